@@ -1,0 +1,1 @@
+pytest_plugins = ["tickwatch_devstack.pytest_plugin"]

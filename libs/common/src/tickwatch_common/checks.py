@@ -1,0 +1,34 @@
+"""Readiness probes for the shared resources."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from tickwatch_common.ops import Check, CheckResult
+
+
+def postgres_check(pool: asyncpg.Pool, critical: bool = True) -> Check:
+    async def probe() -> CheckResult:
+        await pool.fetchval("SELECT 1")
+        return CheckResult(True)
+
+    return Check("postgres", probe, critical)
+
+
+def redis_check(client: Redis, critical: bool = True) -> Check:
+    async def probe() -> CheckResult:
+        await client.ping()
+        return CheckResult(True)
+
+    return Check("redis", probe, critical)
+
+
+def kafka_check(producer: AIOKafkaProducer, critical: bool = True) -> Check:
+    async def probe() -> CheckResult:
+        # A metadata round trip proves the broker answers now, not only at start-up.
+        await producer.client.fetch_all_metadata()
+        return CheckResult(True)
+
+    return Check("kafka", probe, critical)

@@ -1,0 +1,35 @@
+"""Run a service's main coroutine until SIGTERM or Ctrl-C, then let its context managers close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_supervise(main))
+
+
+async def _supervise(main: Callable[[], Awaitable[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main())
+
+    def stop(signame: str) -> None:
+        structlog.get_logger(__name__).info("shutdown_requested", signal=signame)
+        task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    structlog.get_logger(__name__).info("stopped")

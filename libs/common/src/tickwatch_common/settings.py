@@ -1,0 +1,73 @@
+"""Shared settings pieces.
+
+Each service composes its own ``Settings`` from these mixins; every field maps to the
+environment variable of the same name in upper case (``kafka_bootstrap_servers`` ->
+``KAFKA_BOOTSTRAP_SERVERS``), and a ``.env`` file is read when present.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYMBOLS = "BTC-USDT,ETH-USDT,SOL-USDT,BNB-USDT,XRP-USDT"
+
+
+class BaseServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    log_level: str = "INFO"
+    ops_host: str = "127.0.0.1"
+
+
+class KafkaSettings(BaseServiceSettings):
+    kafka_bootstrap_servers: str
+    kafka_enable_idempotence: bool = Field(
+        default=False,
+        description="Turn on the idempotent producer (Apache Kafka yes; Tansu rejects it).",
+    )
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
+    kafka_request_timeout_ms: int = 15000
+
+
+class PostgresSettings(BaseServiceSettings):
+    database_url: str
+    database_pool_min: int = 1
+    database_pool_max: int = 10
+    database_command_timeout_s: float = 10.0
+
+
+class RedisSettings(BaseServiceSettings):
+    redis_url: str
+    redis_timeout_s: float = 2.0
+
+
+class SymbolsSettings(BaseServiceSettings):
+    symbols: str = DEFAULT_SYMBOLS
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return [s.strip().upper() for s in self.symbols.split(",") if s.strip()]
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings, or stop the process naming every missing or invalid variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "?"
+            if err["type"] == "missing":
+                lines.append(f"missing required setting {name}")
+            else:
+                lines.append(f"invalid setting {name}: {err['msg']}")
+        print(f"{cls.__module__}: cannot start: " + "; ".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

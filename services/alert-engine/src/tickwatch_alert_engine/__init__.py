@@ -1,0 +1,1 @@
+"""Tickwatch alert-engine service."""

@@ -1,0 +1,1 @@
+"""Tickwatch gateway service."""

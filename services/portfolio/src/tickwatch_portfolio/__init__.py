@@ -1,0 +1,1 @@
+"""Tickwatch portfolio service."""
