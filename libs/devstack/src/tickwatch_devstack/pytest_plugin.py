@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-
 from tickwatch_common.kafka import ensure_topics
+
 from tickwatch_devstack.infra import Stack, create_database, start_stack
 
 
