@@ -6,7 +6,6 @@ import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer
-
 from tickwatch_common.events import Tick
 from tickwatch_common.kafka import Delivered, consume, kafka_consumer, kafka_producer
 from tickwatch_common.settings import KafkaSettings
@@ -33,10 +32,14 @@ async def test_malformed_tick_goes_to_dlq_and_consumer_keeps_going(stack) -> Non
 
     async with kafka_producer(settings) as publisher:
         await publisher.publish(TICKS, tick(symbol, "1.50"), key=symbol)
-        await publisher.send_raw(TICKS.name, b'{"symbol": "oops", "price": 1.5}', symbol.encode(), [])
+        await publisher.send_raw(
+            TICKS.name, b'{"symbol": "oops", "price": 1.5}', symbol.encode(), []
+        )
         await publisher.send_raw(TICKS.name, b"not json", symbol.encode(), [])
         await publisher.publish(TICKS, tick(symbol, "2"), key=symbol)
-        async with kafka_consumer(settings, group=f"g-{uuid.uuid4().hex}", topics=[TICKS]) as consumer:
+        async with kafka_consumer(
+            settings, group=f"g-{uuid.uuid4().hex}", topics=[TICKS]
+        ) as consumer:
             task = asyncio.create_task(consume(consumer, handle, dlq=publisher))
             await asyncio.wait_for(done.wait(), 30)
             task.cancel()
@@ -48,6 +51,7 @@ async def test_malformed_tick_goes_to_dlq_and_consumer_keeps_going(stack) -> Non
     await dlq.start()
     try:
         found: list[bytes] = []
+
         async def collect() -> None:
             async for record in dlq:
                 if record.key == symbol.encode():
@@ -56,6 +60,7 @@ async def test_malformed_tick_goes_to_dlq_and_consumer_keeps_going(stack) -> Non
                     assert headers["dlq_reason"] in (b"validation", b"decode")
                     if len(found) == 2:
                         return
+
         await asyncio.wait_for(collect(), 30)
     finally:
         await dlq.stop()

@@ -202,13 +202,11 @@ def start_postgres(data_dir: Path, port: int) -> Server:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "postgres.log"
     if user:
-        # Every folder up to the data directory must be reachable by the postgres user.
+        # The postgres user must be able to reach the data directory through every parent.
         for parent in [data_dir, *data_dir.parents]:
             mode = parent.stat().st_mode
             if not mode & 0o001:
-                parent.chmod(
-                    mode | 0o711
-                ) if parent == data_dir or parent.owner() == "root" else None
+                parent.chmod(mode | 0o011)
         _chown_tree(data_dir, user)
     if not (pgdata / "PG_VERSION").exists():
         pgdata.mkdir(exist_ok=True)
