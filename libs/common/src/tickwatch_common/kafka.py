@@ -42,7 +42,7 @@ CORRELATION_HEADER = "correlation_id"
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (murmur2, positive)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Publisher:
             topic.name, value=value, key=key.encode(), partition=partition, headers=headers
         )
         MESSAGES_PUBLISHED.labels(topic.name).inc()
-        return fut
+        return fut  # type: ignore[no-any-return]
 
     async def send_raw(
         self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
