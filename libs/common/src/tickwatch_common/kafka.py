@@ -139,6 +139,7 @@ async def kafka_consumer(
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
         "request_timeout_ms": max(settings.kafka_request_timeout_ms, 40000),
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
     options.update(overrides)
     consumer = AIOKafkaConsumer(*[t.name for t in topics], **options)

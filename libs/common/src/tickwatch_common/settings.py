@@ -32,6 +32,10 @@ class KafkaSettings(BaseServiceSettings):
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
     kafka_request_timeout_ms: int = 15000
+    kafka_fetch_max_wait_ms: int = Field(
+        default=20,
+        description="How long a fetch waits for data; low keeps tick-to-consumer latency in ms.",
+    )
 
 
 class PostgresSettings(BaseServiceSettings):

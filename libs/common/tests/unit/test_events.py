@@ -38,6 +38,13 @@ def test_any_decimal_string_round_trips_exactly(value: Decimal) -> None:
     assert str(Tick.model_validate_json(tick.to_bytes()).price) == str(value)
 
 
+@pytest.mark.parametrize("price", ["0.00000045", "1000", "1E+3", "0.10"])
+def test_prices_go_out_as_plain_strings_never_in_exponent_form(price: str) -> None:
+    body = Tick.model_validate({**TICK, "price": price}).to_bytes().decode()
+    assert f'"price":"{format(Decimal(price), "f")}"' in body
+    assert "E" not in body.split('"price":')[1].split(",")[0]
+
+
 @pytest.mark.parametrize("bad", [86412.57, True, "NaN", "Infinity", "abc"])
 def test_float_and_non_numbers_are_refused_naming_the_field(bad: object) -> None:
     with pytest.raises(ValidationError) as exc:

@@ -64,3 +64,5 @@ class Trigger(Event):
     triggered_at: EpochMs
     channels: list[TriggerChannel]
     note: str | None = None
+    window_seconds: int | None = None
+    """For ``pct_change``: the window the move of ``threshold`` percent happened within."""

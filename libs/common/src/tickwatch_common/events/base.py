@@ -24,9 +24,10 @@ DecimalStr = Annotated[
     Decimal,
     BeforeValidator(_no_float),
     Field(allow_inf_nan=False),
-    PlainSerializer(lambda d: str(d), return_type=str, when_used="always"),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="always"),
 ]
-"""A Decimal that is a string on the wire, keeps the exact digits and refuses floats."""
+"""A Decimal that is a plain string on the wire (never exponent form), keeps the exact digits
+and refuses floats."""
 
 Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN, examples=["BTC-USDT"])]
 EpochMs = Annotated[int, Field(ge=0, description="Epoch milliseconds, UTC")]

@@ -1,0 +1,190 @@
+"""The replay source: the bundled session of recorded-like trades, played in a loop as if live.
+
+Every tick says ``source: "replay"`` and carries ``ts_event`` rewritten to now; 1-minute
+candles are aggregated from the replayed trades (:class:`~tickwatch_ingestor.candles.CandleBuilder`)
+and published when they close. Configured symbols the session lacks are reported once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+
+import structlog
+from tickwatch_common.events import Tick
+from tickwatch_common.events.base import now_ms
+
+from tickwatch_ingestor.candles import CandleBuilder
+from tickwatch_ingestor.normalise import split_symbol
+from tickwatch_ingestor.sink import EventSink
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTrade:
+    offset_ms: int
+    symbol: str
+    price: Decimal
+    quantity: Decimal
+    volume_24h: Decimal
+    change_24h_pct: Decimal
+
+
+@dataclass(frozen=True)
+class ReplaySession:
+    duration_ms: int
+    trades: list[ReplayTrade]
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted({t.symbol for t in self.trades})
+
+
+def bundled_session_path() -> Path:
+    return Path(str(resources.files("tickwatch_ingestor") / "data" / "replay_session.jsonl.gz"))
+
+
+def load_session(path: Path | None = None, symbols: Iterable[str] | None = None) -> ReplaySession:
+    wanted = set(symbols) if symbols is not None else None
+    trades: list[ReplayTrade] = []
+    with gzip.open(path or bundled_session_path(), "rt", encoding="utf-8") as f:
+        header = json.loads(f.readline())["session"]
+        for line in f:
+            r = json.loads(line)
+            if wanted is not None and r["s"] not in wanted:
+                continue
+            trades.append(
+                ReplayTrade(
+                    r["t"],
+                    r["s"],
+                    Decimal(r["p"]),
+                    Decimal(r["q"]),
+                    Decimal(r["v24"]),
+                    Decimal(r["c24"]),
+                )
+            )
+    return ReplaySession(int(header["duration_ms"]), trades)
+
+
+def for_symbols(session: ReplaySession, symbols: Iterable[str]) -> ReplaySession:
+    """The session restricted to ``symbols``; a symbol it lacks borrows a recorded symbol's
+    movement (round robin), scaled to a made-up but stable price level, so any configured
+    market shows a plausible live price offline. Pure."""
+    wanted = list(dict.fromkeys(symbols))
+    have = session.symbols
+    if not have:
+        return ReplaySession(session.duration_ms, [])
+    borrowed = {s: have[i % len(have)] for i, s in enumerate(x for x in wanted if x not in have)}
+    by_symbol: dict[str, list[ReplayTrade]] = {}
+    for t in session.trades:
+        by_symbol.setdefault(t.symbol, []).append(t)
+    trades = [t for t in session.trades if t.symbol in wanted]
+    for symbol, source in borrowed.items():
+        level = Decimal(1 + zlib.crc32(symbol.encode()) % 1000)
+        first = by_symbol[source][0].price
+        quantum = Decimal("0.0001") if level < 10 else Decimal("0.01")
+        for t in by_symbol[source]:
+            scale = level / first
+            trades.append(
+                ReplayTrade(
+                    t.offset_ms,
+                    symbol,
+                    (t.price * scale).quantize(quantum),
+                    t.quantity,
+                    (t.volume_24h * scale).quantize(Decimal("0.01")),
+                    t.change_24h_pct,
+                )
+            )
+    trades.sort(key=lambda t: t.offset_ms)
+    return ReplaySession(session.duration_ms, trades)
+
+
+class ReplaySource:
+    name = "replay"
+
+    def __init__(
+        self,
+        sink: EventSink,
+        symbols: list[str],
+        *,
+        speed: float = 1.0,
+        session: ReplaySession | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.sink = sink
+        self.symbols = symbols
+        self.speed = speed
+        self._session = session
+        self._clock_ms = clock_ms
+        self.candles = CandleBuilder("replay", "1m")
+        self.ticks_published = 0
+        self.laps = 0
+
+    async def run(self) -> None:
+        session = self._session
+        if session is None:
+            session = await asyncio.to_thread(load_session)
+        recorded = set(session.symbols)
+        missing = [s for s in self.symbols if s not in recorded]
+        if missing:
+            log.warning(
+                "replay_symbols_borrowed",
+                symbols=missing,
+                detail="not in the recorded session; replaying a recorded symbol's movement",
+            )
+        session = for_symbols(session, self.symbols)
+        have = set(session.symbols)
+        if not session.trades:
+            log.error("replay_session_empty", symbols=self.symbols)
+            return
+        parts = {s: split_symbol(s) for s in have}
+        log.info(
+            "replay_started", symbols=sorted(have), trades=len(session.trades), speed=self.speed
+        )
+        trade_seq = 0
+        while True:
+            lap_start = time.monotonic()
+            next_close_check = 0.0
+            for trade in session.trades:
+                due = lap_start + trade.offset_ms / 1000 / self.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = self._clock_ms()
+                trade_seq += 1
+                base, quote = parts[trade.symbol]
+                await self.sink.put_tick(
+                    Tick(
+                        symbol=trade.symbol,
+                        base=base,
+                        quote=quote,
+                        source="replay",
+                        price=trade.price,
+                        volume_24h=trade.volume_24h,
+                        change_24h_pct=trade.change_24h_pct,
+                        ts_event=now,
+                        ts_ingest=now,
+                        trade_id=trade_seq,
+                    )
+                )
+                self.ticks_published += 1
+                for candle in self.candles.add(trade.symbol, trade.price, trade.quantity, now):
+                    await self.sink.put_candle(candle)
+                if time.monotonic() >= next_close_check:
+                    next_close_check = time.monotonic() + 1
+                    for candle in self.candles.close_until(now):
+                        await self.sink.put_candle(candle)
+            # The session ends where it began (see scripts/make_replay_session.py): loop on.
+            remaining = lap_start + session.duration_ms / 1000 / self.speed - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            self.laps += 1

@@ -1,0 +1,88 @@
+"""The ingestor's settings: every field is the environment variable of the same name, upper-cased."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from tickwatch_common.settings import KafkaSettings, SymbolsSettings
+
+KNOWN_SOURCES = ("binance", "coingecko", "replay")
+
+
+class Settings(KafkaSettings, SymbolsSettings):
+    ingestor_port: int = 8081
+
+    market_sources: str = Field(
+        default="binance,coingecko",
+        description="Comma-separated live sources, or `replay` to force the bundled session.",
+    )
+    market_fallback: Literal["replay", "none"] = Field(
+        default="replay",
+        description="What to do when no live source answers at start-up (`none` in production).",
+    )
+    market_probe_timeout_s: float = Field(
+        default=2.5, description="Bound on the start-up reachability probe of each live source."
+    )
+
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    binance_rest_url: str = "https://api.binance.com"
+    binance_connection_lifetime_s: float = Field(
+        default=23 * 3600 + 30 * 60,
+        description="Open a replacement connection and switch over after this long (Binance cuts at 24 h).",
+    )
+    binance_switch_overlap_s: float = Field(
+        default=1.0,
+        description="How long old and new connections overlap once the new one delivers data.",
+    )
+    binance_silence_timeout_s: float = Field(
+        default=20.0, description="Replace a connection that delivered nothing for this long."
+    )
+    binance_connect_timeout_s: float = 10.0
+    binance_reconnect_initial_s: float = 0.2
+    binance_reconnect_cap_s: float = 30.0
+    binance_max_streams_per_connection: int = Field(default=1024, ge=1, le=1024)
+    binance_url_streams_max: int = Field(
+        default=200, ge=1, description="Streams named in the URL; the rest are SUBSCRIBEd."
+    )
+    binance_max_messages_per_s: float = Field(default=5.0, gt=0, le=5.0)
+    binance_rest_timeout_s: float = 10.0
+    binance_weight_limit_1m: int = Field(
+        default=6000, description="The IP's request-weight budget per minute."
+    )
+    binance_publish_open_candles: bool = True
+
+    coingecko_api_url: str = "https://api.coingecko.com/api/v3"
+    coingecko_api_key: str | None = None
+    coingecko_poll_interval_s: float = Field(
+        default=10.0, ge=0.05, description="Default 10 s = 6 calls/min, well within 30/min."
+    )
+    coingecko_calls_per_min: float = Field(
+        default=30.0, gt=0, description="The plan's rate limit; the poll interval never beats it."
+    )
+    coingecko_ids: str = Field(
+        default="", description="Extra BASE=coingecko-id pairs, e.g. `PEPE=pepe,WIF=dogwifcoin`."
+    )
+    coingecko_timeout_s: float = 10.0
+
+    replay_speed: float = Field(
+        default=1.0, gt=0, description="1 = real time, 10 = ten times faster."
+    )
+
+    backfill_on_start: bool = True
+    backfill_days_1m: int = 7
+    backfill_days_1h: int = 90
+    backfill_days_1d: int = 730
+
+    @property
+    def source_list(self) -> list[str]:
+        names = [s.strip().lower() for s in self.market_sources.split(",") if s.strip()]
+        unknown = [n for n in names if n not in KNOWN_SOURCES]
+        if unknown:
+            raise ValueError(f"MARKET_SOURCES: unknown source(s) {unknown}; known: {KNOWN_SOURCES}")
+        return names
+
+    @property
+    def coingecko_id_overrides(self) -> dict[str, str]:
+        pairs = [p.split("=", 1) for p in self.coingecko_ids.split(",") if "=" in p]
+        return {k.strip().upper(): v.strip() for k, v in pairs}
