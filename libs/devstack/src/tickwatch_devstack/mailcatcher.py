@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email
 import email.policy
 import html
@@ -110,10 +111,8 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, default=8025)
     parser.add_argument("--dir", type=Path, default=Path(".data/mail"))
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.smtp_port, args.http_port, args.dir))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -44,3 +44,42 @@ async def fresh_database(stack: Stack) -> AsyncIterator[str]:
 def stack_env(stack: Stack) -> dict[str, str]:
     """The environment a service process needs to reach the stack."""
     return {**os.environ, **stack.env()}
+
+
+# ---------------------------------------------------------------- selecting by the real servers
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tickwatch")
+    group.addoption(
+        "--servers-only",
+        action="store_true",
+        help="run only the tests that use the real servers: those that use the `stack` fixture"
+        " (directly or through another fixture) or are marked integration or e2e",
+    )
+    group.addoption(
+        "--no-servers",
+        action="store_true",
+        help="run only the tests that do not use the real servers",
+    )
+
+
+def uses_servers(item: pytest.Item) -> bool:
+    """Judged by the test's fixtures first, since a test may lack the marker it deserves."""
+    if "stack" in getattr(item, "fixturenames", ()):
+        return True
+    return any(item.iter_markers("integration")) or any(item.iter_markers("e2e"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    servers_only = config.getoption("--servers-only")
+    no_servers = config.getoption("--no-servers")
+    if not (servers_only or no_servers):
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        (keep if uses_servers(item) == bool(servers_only) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

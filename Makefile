@@ -1,0 +1,62 @@
+# Tickwatch: the one entry point for people and CI. `make` (or `make help`) lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+export UV_PYTHON_DOWNLOADS ?= never
+# uv from PATH, else the copy `make install` puts in .tools/ (pip --target: no venv, no root).
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
+PY := $(CURDIR)/.venv/bin/python
+PYTEST_ARGS ?=
+RUN_ARGS ?=
+
+.PHONY: help install run down test test-unit lint bench kafka-up kafka-down test-apache-kafka
+
+help: ## list the targets
+	@echo "Tickwatch: make <target>"
+	if [ -t 1 ]; then on=$$'\e[36m'; off=$$'\e[0m'; else on=; off=; fi
+	grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
+	  | awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}'
+
+install: ## install uv if missing, then every package from uv.lock into .venv
+	@if [ ! -x "$(UV)" ]; then
+	  echo "uv not found: installing it into .tools/uv with pip"
+	  python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv 'uv>=0.9'
+	fi
+	"$(UV)" sync --all-packages --frozen --quiet
+
+run: install ## the whole system here: servers under .data/, topics, migrations, five services, URLs
+	@exec "$(PY)" -m tickwatch_devstack up $(RUN_ARGS)
+
+down: ## stop everything `make run` (and `make kafka-up`) started, even after a crash
+	@if [ -x "$(PY)" ]; then "$(PY)" -m tickwatch_devstack down; fi
+	@bash deploy/apache-kafka/kafka.sh down
+
+test: install ## the whole suite (unit, integration, end to end) against real servers it starts
+	"$(PY)" -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## only the tests that need no server
+	"$(PY)" -m pytest --no-servers $(PYTEST_ARGS)
+
+lint: install ## ruff check, ruff format --check, mypy --strict on the shared libraries
+	"$(UV)" run --frozen --no-sync ruff check .
+	"$(UV)" run --frozen --no-sync ruff format --check .
+	"$(UV)" run --frozen --no-sync mypy libs/common/src libs/devstack/src
+
+bench: install ## run every bench/*.py in turn (each starts its own servers and prints figures)
+	@shopt -s nullglob; scripts=(bench/*.py)
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no bench/*.py yet"; exit 0; fi
+	for script in "$${scripts[@]}"; do
+	  echo "=== $$script"
+	  "$(PY)" "$$script"
+	done
+
+kafka-up: ## start a single-node Apache Kafka (KRaft) from Maven Central on localhost:29092
+	@bash deploy/apache-kafka/kafka.sh up
+
+kafka-down: ## stop that Apache Kafka broker
+	@bash deploy/apache-kafka/kafka.sh down
+
+test-apache-kafka: install ## the tests that use real servers, with Apache Kafka as the broker
+	@bash deploy/apache-kafka/test.sh $(PYTEST_ARGS)

@@ -1,0 +1,606 @@
+"""``make run`` and ``make down``: the whole system on this machine, and stopping it again.
+
+``up`` starts the servers the environment does not name (Tansu, PostgreSQL, Redis, the mail
+catcher) under ``.data/`` on fixed ports, creates the topics, applies every service's migrations,
+starts the five services as separate processes with their output prefixed by the service name,
+waits until each answers ``/ready``, prints the URLs and then supervises until Ctrl-C or SIGTERM,
+when it stops everything it started.
+
+Every child is the leader of its own process group and is recorded in ``.data/run/`` (one file per
+process: its pid, and a word its command line must contain, so a recycled pid is never killed).
+``down`` reads those files: it asks a running ``up`` to stop, then ends whatever is left, which
+covers an ``up`` that crashed or was killed. The children also get SIGTERM from the kernel when
+``up`` dies (``PR_SET_PDEATHSIG``), so even a ``kill -9`` of ``up`` rarely leaves anything behind.
+
+Each service writes to ``.data/logs/<service>.log`` and a thread per service follows that file
+onto our stdout, prefixed with the service name; honcho would do the prefixing, but not the
+readiness waits, the pid records or the parent-death signal, which are most of this module, and
+it would pipe the services' output through itself (a service then fails to log, and to shut down
+cleanly, once the supervisor is gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from dotenv import dotenv_values
+
+from tickwatch_devstack.infra import InfraError, Stack, _die_with_parent, port_in_use, start_stack
+from tickwatch_devstack.services import DEFAULT_PORTS, SERVICES, package, port_variable
+
+INFRA_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "REDIS_URL", "SMTP_HOST")
+DEFAULT_MAIL_FROM = "Tickwatch <alerts@tickwatch.local>"
+COLOURS = ("36", "33", "35", "32", "34", "91", "96")
+
+
+@dataclass(frozen=True)
+class InfraPorts:
+    kafka: int = 19092
+    postgres: int = 15432
+    redis: int = 16379
+    smtp: int = 1025
+    mail_http: int = 8025
+
+
+class Refused(RuntimeError):
+    """``up`` will not start; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------- pid records in .data/run
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    pid: int
+    marker: str  # a word the process's command line contains, so a reused pid is left alone
+
+    def alive(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if not cmdline:  # a zombie or a kernel thread
+            return False
+        return self.marker.encode() in cmdline
+
+
+class RunDir:
+    """``.data/run``: one ``<name>.pid`` file per process we started (``pid`` and ``marker``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, name: str, pid: int, marker: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(f"{pid}\n{marker}\n")
+        tmp.rename(self.path / f"{name}.pid")
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / f"{name}.pid").unlink()
+
+    def records(self) -> list[Record]:
+        found = []
+        for file in sorted(self.path.glob("*.pid")):
+            try:
+                pid, marker = file.read_text().split("\n")[:2]
+                found.append(Record(file.stem, int(pid), marker))
+            except ValueError:
+                file.unlink()
+        return found
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _wait_gone(records: list[Record], timeout_s: float) -> list[Record]:
+    deadline = time.monotonic() + timeout_s
+    alive = [r for r in records if r.alive()]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [r for r in alive if r.alive()]
+    return alive
+
+
+def stop_recorded(run_dir: RunDir, out: TextIO = sys.stdout, timeout_s: float = 15) -> list[str]:
+    """Stop every recorded process, ``up`` first (it stops its own children); return their names."""
+    stopped: list[str] = []
+    records = run_dir.records()
+    up = [r for r in records if r.name == "up"]
+    for record in up:
+        if record.alive():
+            print(f"stopping make run (pid {record.pid}) ...", file=out, flush=True)
+            os.kill(record.pid, signal.SIGTERM)
+            if _wait_gone([record], 60):
+                print("  it did not stop within 60 s; ending its processes", file=out)
+            stopped.append("make run and what it started")
+        run_dir.remove("up")
+    rest = [r for r in run_dir.records() if r.alive()]
+    for record in rest:
+        # PostgreSQL's fast shutdown is SIGINT; everything else stops on SIGTERM.
+        _signal_group(record.pid, signal.SIGINT if record.marker == "postgres" else signal.SIGTERM)
+        stopped.append(record.name)
+    for record in _wait_gone(rest, timeout_s):
+        print(f"  {record.name} (pid {record.pid}) ignored SIGTERM: killing it", file=out)
+        _signal_group(record.pid, signal.SIGKILL)
+    _wait_gone(rest, 5)
+    for record in run_dir.records():
+        run_dir.remove(record.name)
+    return stopped
+
+
+# ---------------------------------------------------------------- service processes
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    follower: threading.Thread
+    tail: list[str] = field(default_factory=list)
+
+    def stop(self, timeout_s: float = 15) -> None:
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.follower.join(2)
+
+
+class Console:
+    """Writes lines from several threads without interleaving them; colours on a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.colour = out.isatty() and not os.environ.get("NO_COLOR")
+        self.width = max(len(s) for s in SERVICES)
+
+    def line(self, prefix: str, text: str, colour_index: int = 0) -> None:
+        label = prefix.ljust(self.width)
+        if self.colour:
+            label = f"\x1b[{COLOURS[colour_index % len(COLOURS)]}m{label}\x1b[0m"
+        self._write(f"{label} | {text}\n")
+
+    def say(self, text: str = "") -> None:
+        self._write(f"{text}\n")
+
+    def _write(self, text: str) -> None:
+        # A closed terminal or pipe must not stop the supervisor in the middle of its clean-up.
+        with self.lock, contextlib.suppress(OSError, ValueError):
+            self.out.write(text)
+            self.out.flush()
+
+
+def _follow(
+    log_path: Path,
+    offset: int,
+    proc: subprocess.Popen[bytes],
+    console: Console,
+    name: str,
+    index: int,
+    tail: list[str],
+) -> None:
+    """Print the lines the service appends to its log file until it has exited and all is read."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        pending = b""
+        while True:
+            chunk = log.readline()
+            if chunk:
+                pending += chunk
+                if not pending.endswith(b"\n"):
+                    continue
+                text = pending.decode(errors="replace").rstrip("\n")
+                pending = b""
+                tail.append(text)
+                del tail[:-20]
+                console.line(name, text, index)
+            elif proc.poll() is not None:
+                if pending:
+                    console.line(name, pending.decode(errors="replace"), index)
+                return
+            else:
+                time.sleep(0.05)
+
+
+def start_service(
+    service: str,
+    index: int,
+    port: int,
+    env: dict[str, str],
+    logs: Path,
+    console: Console,
+    cwd: Path,
+) -> ServiceProcess:
+    """Start ``python -m tickwatch_<service>`` writing to its log file, and follow that file.
+
+    The service writes to a file rather than a pipe to us, so it never depends on us being alive
+    to read: if ``up`` is killed, the services still log their shutdown (a write to a broken pipe
+    would fail in the middle of it).
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{service}.log"
+    with log_path.open("ab") as out:
+        offset = out.tell()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", package(service)],
+            env={**env, port_variable(service): str(port), "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,  # where the services read .env from
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    tail: list[str] = []
+    follower = threading.Thread(
+        target=_follow,
+        args=(log_path, offset, proc, console, service, index, tail),
+        name=f"log-{service}",
+        daemon=True,
+    )
+    follower.start()
+    return ServiceProcess(service, port, proc, log_path, follower, tail)
+
+
+def probe_ready(port: int) -> tuple[bool, str]:
+    """Ask ``/ready``; the answer is (ready, why not)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
+            return resp.status == 200, ""
+    except urllib.error.HTTPError as exc:
+        return False, f"/ready answered {exc.code}: {_failing_checks(exc.read())}"
+    except OSError as exc:
+        return False, f"no answer on 127.0.0.1:{port}/ready ({getattr(exc, 'reason', exc)})"
+
+
+def _failing_checks(body: bytes) -> str:
+    try:
+        data: Any = json.loads(body)
+        checks = data.get("checks", {})
+        failing = [f"{n}: {c.get('detail') or 'down'}" for n, c in checks.items() if not c["ok"]]
+        return "; ".join(failing) or body.decode(errors="replace")[:300]
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return body.decode(errors="replace")[:300]
+
+
+def wait_ready(
+    services: list[ServiceProcess], timeout_s: float, console: Console
+) -> dict[str, str]:
+    """Wait until every service answers ``/ready``; return ``{name: why not}`` for the rest."""
+    deadline = time.monotonic() + timeout_s
+    waiting = {s.name: s for s in services}
+    why: dict[str, str] = {}
+    while waiting and time.monotonic() < deadline:
+        for name, service in list(waiting.items()):
+            code = service.proc.poll()
+            if code is not None:
+                last = next((t for t in reversed(service.tail) if t.strip()), "")
+                why[name] = f"exited with code {code}" + (f": {last}" if last else "")
+                del waiting[name]
+                continue
+            ok, reason = probe_ready(service.port)
+            if ok:
+                console.say(f"devstack: {name} is ready on :{service.port}")
+                why.pop(name, None)
+                del waiting[name]
+            else:
+                why[name] = reason
+        if waiting:
+            time.sleep(0.25)
+    for name in waiting:
+        why[name] = f"not ready after {timeout_s:.0f} s: {why.get(name, '')}"
+    return why
+
+
+# ---------------------------------------------------------------- up
+
+
+def load_environment(repo: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(what the children inherit, what the settings will see: ``.env`` under the environment)."""
+    env_file = repo / ".env"
+    from_file = (
+        {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        if env_file.exists()
+        else {}
+    )
+    return dict(os.environ), {**from_file, **os.environ}
+
+
+def _check_free(ports: dict[str, int]) -> None:
+    taken = [f"{what} port {port}" for what, port in ports.items() if port_in_use(port)]
+    if taken:
+        raise Refused(
+            "cannot start: "
+            + ", ".join(taken)
+            + " already in use on 127.0.0.1. Another `make run`? Try `make down`; or stop"
+            " whatever holds the port; or point Tickwatch at existing servers with"
+            " KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL / REDIS_URL / SMTP_HOST (see README)."
+        )
+
+
+def _jwt_secret(data: Path) -> str:
+    path = data / "jwt_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so one path (KeyboardInterrupt) stops everything."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous_term = signal.signal(signal.SIGTERM, interrupt)
+    previous_hup = signal.signal(signal.SIGHUP, interrupt)  # the terminal went away
+    # Even when started with SIGINT ignored (a background job of a script), Ctrl-C / SIGINT stops.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGHUP, previous_hup)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def up(
+    repo: Path,
+    *,
+    data: Path | None = None,
+    ports: InfraPorts | None = None,
+    services: tuple[str, ...] = SERVICES,
+    ready_timeout_s: float = 120,
+    out: TextIO = sys.stdout,
+) -> int:
+    data = (data or repo / ".data").resolve()
+    ports = ports or InfraPorts()
+    console = Console(out)
+    run_dir = RunDir(data / "run")
+    inherited, seen = load_environment(repo)
+
+    records = run_dir.records()
+    for record in records:
+        if record.name == "up" and record.alive():
+            raise Refused(f"`make run` is already running (pid {record.pid}); `make down` stops it")
+    if any(r.alive() for r in records):
+        console.say("devstack: stopping what a previous `make run` left running ...")
+        stop_recorded(run_dir, out)
+    for record in run_dir.records():
+        run_dir.remove(record.name)
+
+    wanted: dict[str, int] = {}
+    if not seen.get("KAFKA_BOOTSTRAP_SERVERS"):
+        wanted["Kafka"] = ports.kafka
+    if not seen.get("DATABASE_URL"):
+        wanted["PostgreSQL"] = ports.postgres
+    if not seen.get("REDIS_URL"):
+        wanted["Redis"] = ports.redis
+    if not seen.get("SMTP_HOST"):
+        wanted["SMTP"] = ports.smtp
+        wanted["mail page"] = ports.mail_http
+    service_ports = {s: int(seen.get(port_variable(s)) or DEFAULT_PORTS[s]) for s in services}
+    _check_free({**wanted, **{s: p for s, p in service_ports.items()}})
+
+    run_dir.add("up", os.getpid(), "tickwatch_devstack")
+    running: list[ServiceProcess] = []
+    stack: Stack | None = None
+    try:
+        with _signals_raise():
+            started = time.monotonic()
+            infra_env = {k: v for k, v in seen.items() if k in (*INFRA_VARIABLES, "SMTP_PORT")}
+            stack = start_stack(
+                data / "stack",
+                kafka_port=ports.kafka,
+                postgres_port=ports.postgres,
+                redis_port=ports.redis,
+                smtp_port=ports.smtp,
+                mail_http_port=ports.mail_http,
+                environ=infra_env,
+            )
+            for server in stack.servers:
+                run_dir.add(f"infra-{server.name}", server.proc.pid, _marker(server.name))
+                console.say(
+                    f"devstack: {server.name} started on 127.0.0.1:{server.port} "
+                    f"in {server.started_s:.2f} s (log: {_rel(server.log_path, repo)})"
+                )
+            external = [v for v in INFRA_VARIABLES if seen.get(v)]
+            if external:
+                console.say(f"devstack: using the servers named by {', '.join(external)}")
+            _provision(stack, services, console)
+            console.say(f"devstack: infrastructure ready in {time.monotonic() - started:.2f} s")
+
+            env = {**inherited, **stack.env()}
+            if not seen.get("JWT_SECRET"):
+                env["JWT_SECRET"] = _jwt_secret(data)
+            if not seen.get("MAIL_FROM"):
+                env["MAIL_FROM"] = DEFAULT_MAIL_FROM
+            for index, service in enumerate(services):
+                proc = start_service(
+                    service, index, service_ports[service], env, data / "logs", console, repo
+                )
+                running.append(proc)
+                run_dir.add(f"svc-{service}", proc.proc.pid, package(service))
+            not_ready = wait_ready(running, ready_timeout_s, console)
+            _print_summary(console, stack, running, not_ready, repo, data)
+            _supervise(
+                running,
+                console,
+                reported={s.name for s in running if s.proc.poll() is not None},
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        old_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            console.say("devstack: stopping ...")
+            for child in reversed(running):
+                child.stop()
+                run_dir.remove(f"svc-{child.name}")
+            if stack is not None:
+                for server in stack.servers:
+                    run_dir.remove(f"infra-{server.name}")
+                stack.stop()
+            run_dir.remove("up")
+            console.say("devstack: stopped")
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGHUP, old_hup)
+    return 0
+
+
+def _marker(server: str) -> str:
+    return {"kafka": "tansu", "postgres": "postgres", "redis": "redis", "smtp": "mailcatcher"}[
+        server
+    ]
+
+
+def _rel(path: Path, repo: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(repo.resolve()))
+    return str(path)
+
+
+def _provision(stack: Stack, services: tuple[str, ...], console: Console) -> None:
+    import asyncio
+
+    from tickwatch_devstack.provision import create_topics, migrate_all
+
+    try:
+        created = asyncio.run(create_topics(stack.kafka_bootstrap_servers))
+    except Exception as exc:
+        raise Refused(
+            f"cannot create the topics on Kafka at {stack.kafka_bootstrap_servers}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    console.say(f"devstack: topics ready ({len(created)} created)")
+    for outcome in asyncio.run(migrate_all(stack.database_url, services)):
+        if outcome.error:
+            console.say(f"devstack: migrations of {outcome.service} FAILED: {outcome.error}")
+        elif outcome.applied:
+            console.say(
+                f"devstack: migrations of {outcome.service} applied: {', '.join(outcome.applied)}"
+            )
+
+
+def _print_summary(
+    console: Console,
+    stack: Stack,
+    running: list[ServiceProcess],
+    not_ready: dict[str, str],
+    repo: Path,
+    data: Path,
+) -> None:
+    ports = {s.name: s.port for s in running}
+    lines = ["", "Tickwatch is running. Ctrl-C here, or `make down`, stops everything.", ""]
+    if "gateway" in ports:
+        gw = f"http://127.0.0.1:{ports['gateway']}"
+        lines += [
+            f"  API         {gw}/api/v1   (e.g. {gw}/api/v1/prices/BTC-USDT)",
+            f"  API docs    {gw}/docs",
+            f"  dashboard   {gw}/",
+        ]
+    if stack.mail_http_url:
+        lines.append(
+            f"  mail        {stack.mail_http_url}   (mail caught by the local SMTP server)"
+        )
+    lines.append("")
+    for service in running:
+        state = "ready" if service.name not in not_ready else "NOT READY"
+        lines.append(
+            f"  {service.name:<13}http://127.0.0.1:{service.port}/health   {state}"
+            f"   (log: {_rel(service.log_path, repo)})"
+        )
+    lines += [
+        "",
+        f"  Kafka       {stack.kafka_bootstrap_servers}",
+        f"  PostgreSQL  {stack.database_url}",
+        f"  Redis       {stack.redis_url}",
+        f"  SMTP        {stack.smtp_host}:{stack.smtp_port}",
+        f"  data        {_rel(data, repo)}/",
+    ]
+    if not_ready:
+        lines += ["", "Not ready:"]
+        lines += [f"  {name}: {why}" for name, why in not_ready.items()]
+    lines.append("")
+    for line in lines:
+        console.say(line)
+
+
+def _supervise(running: list[ServiceProcess], console: Console, reported: set[str]) -> None:
+    """Report services that exit; keep the rest running until we are told to stop."""
+    while True:
+        for service in running:
+            code = service.proc.poll()
+            if code is not None and service.name not in reported:
+                reported.add(service.name)
+                console.say(
+                    f"devstack: {service.name} exited with code {code} "
+                    f"(log: {service.log_path}); the others keep running"
+                )
+        time.sleep(0.5)
+
+
+def down(repo: Path, *, data: Path | None = None, out: TextIO = sys.stdout) -> int:
+    data = (data or repo / ".data").resolve()
+    stopped = stop_recorded(RunDir(data / "run"), out)
+    stopped += _stop_orphan_postgres(data / "stack" / "pg" / "postgres", out)
+    print(
+        f"devstack: stopped {', '.join(stopped)}" if stopped else "devstack: nothing was running",
+        file=out,
+    )
+    return 0
+
+
+def _stop_orphan_postgres(pgdata: Path, out: TextIO) -> list[str]:
+    """A PostgreSQL that a killed ``up`` started before recording it still has postmaster.pid."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n")[0])
+    except (OSError, ValueError):
+        return []
+    record = Record("postgres", pid, "postgres")
+    if not record.alive():
+        return []
+    print(f"  stopping an unrecorded PostgreSQL (pid {pid})", file=out)
+    _signal_group(pid, signal.SIGINT)
+    if _wait_gone([record], 15):
+        _signal_group(pid, signal.SIGKILL)
+    return ["postgres"]
+
+
+def refuse(exc: Refused | InfraError) -> int:
+    print(f"devstack: {exc}", file=sys.stderr)
+    return 1
