@@ -1,1 +1,118 @@
-def cli() -> None: ...
+"""The alert engine's composition root: settings -> resources -> tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from tickwatch_common.checks import kafka_check, postgres_check
+from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer
+from tickwatch_common.logging import configure_logging
+from tickwatch_common.ops import Check, CheckResult, ops_server
+from tickwatch_common.postgres import migrate, postgres_pool
+from tickwatch_common.runtime import run
+from tickwatch_common.settings import load_settings
+from tickwatch_common.topics import ALERT_CHANGES, SYMBOL_PARTITIONS, TICKS
+
+from tickwatch_alert_engine.consumer import AlertEngineWorker
+from tickwatch_alert_engine.settings import Settings
+from tickwatch_alert_engine.store import MIGRATIONS, SCHEMA, TriggerStore
+
+SERVICE = "alert-engine"
+
+
+@asynccontextmanager
+async def running_engine(
+    settings: Settings, *, serve_ops: bool = True
+) -> AsyncIterator[AlertEngineWorker]:
+    """The whole service, started; leaving the block stops it. Tests use it in-process."""
+    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
+        publisher = await stack.enter_async_context(kafka_producer(settings, linger_ms=0))
+        consumer = await stack.enter_async_context(
+            kafka_consumer(
+                settings,
+                group=settings.alert_engine_group,
+                partition_assignment_strategy=(RangePartitionAssignor,),
+                fetch_max_wait_ms=settings.alert_engine_fetch_max_wait_ms,
+            )
+        )
+
+        def change_reader() -> AIOKafkaConsumer:
+            return AIOKafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                request_timeout_ms=max(settings.kafka_request_timeout_ms, 40000),
+            )
+
+        worker = AlertEngineWorker(
+            consumer,
+            publisher,
+            TriggerStore(pool, SYMBOL_PARTITIONS),
+            change_reader,
+            checkpoint_s=settings.alert_engine_checkpoint_ms / 1000,
+        )
+        consumer.subscribe(topics=[TICKS.name, ALERT_CHANGES.name], listener=worker.listener())
+
+        async def assigned() -> CheckResult:
+            ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
+            return CheckResult(ok, f"partitions {sorted(worker.owned)}" if ok else "joining group")
+
+        checks = [
+            kafka_check(publisher.producer),
+            postgres_check(pool),
+            Check("partitions", assigned),
+        ]
+        if serve_ops:
+            await stack.enter_async_context(
+                ops_server(SERVICE, settings.ops_host, settings.alert_engine_port, checks)
+            )
+        stop = asyncio.Event()
+        worker.task = asyncio.create_task(
+            consume(
+                consumer,
+                worker.handle,
+                dlq=publisher,
+                commit=False,
+                max_records=settings.alert_engine_max_batch,
+                stop=stop,
+            )
+        )
+        try:
+            yield worker
+        finally:
+            # Finish the batch in hand (a cancelled batch is replayed, which is safe but
+            # republishes its triggers), then leave the group.
+            stop.set()
+            task = worker.task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(Exception):
+                await worker.flush()  # fewer ticks to replay at the next start
+
+
+async def main() -> None:
+    settings = load_settings(Settings)
+    configure_logging(SERVICE, settings.log_level)
+    async with running_engine(settings) as worker:
+        assert worker.task is not None
+        await worker.task  # runs until SIGTERM cancels us; a crash ends the process
+
+
+def cli() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,1 +1,141 @@
-def cli() -> None: ...
+"""The notifier's composition root: settings -> resources -> tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aiohttp
+from tickwatch_common.checks import kafka_check, postgres_check
+from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer
+from tickwatch_common.logging import configure_logging
+from tickwatch_common.ops import Check, CheckResult, ops_server
+from tickwatch_common.postgres import migrate, postgres_pool
+from tickwatch_common.runtime import run
+from tickwatch_common.settings import load_settings
+from tickwatch_common.topics import ALERTS_TRIGGERED
+
+from tickwatch_notifier.channels import Channel, SendGridEmail, SmtpEmail, Webhook
+from tickwatch_notifier.consumer import TriggerConsumer
+from tickwatch_notifier.deliveries import MIGRATIONS, SCHEMA, DeliveryLog
+from tickwatch_notifier.dispatcher import Dispatcher, Limits
+from tickwatch_notifier.messages import Templates
+from tickwatch_notifier.settings import Settings
+
+SERVICE = "notifier"
+
+
+def email_channel(settings: Settings, templates: Templates, http: aiohttp.ClientSession) -> Channel:
+    if settings.sendgrid_api_key:
+        return SendGridEmail(
+            templates,
+            http,
+            api_key=settings.sendgrid_api_key,
+            api_url=settings.sendgrid_api_url,
+            mail_from=settings.mail_from,
+            timeout_s=settings.sendgrid_timeout_s,
+        )
+    return SmtpEmail(
+        templates,
+        mail_from=settings.mail_from,
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+        tls=settings.smtp_tls,
+        timeout_s=settings.smtp_timeout_s,
+    )
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_concurrent=settings.notifier_max_concurrent,
+        max_per_destination=settings.notifier_max_per_destination,
+        max_pending=settings.notifier_max_pending,
+        max_attempts=settings.notifier_max_attempts,
+        retry_base_s=settings.notifier_retry_base_s,
+        retry_cap_s=settings.notifier_retry_cap_s,
+        lease_s=settings.notifier_lease_s,
+        sweep_interval_s=settings.notifier_sweep_interval_s,
+    )
+
+
+@asynccontextmanager
+async def running_notifier(
+    settings: Settings, *, serve_ops: bool = True
+) -> AsyncIterator[TriggerConsumer]:
+    """The whole service, started; leaving the block stops it. Tests use it in-process."""
+    await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
+        publisher = await stack.enter_async_context(kafka_producer(settings))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        templates = Templates(settings.public_base_url)
+        channels: dict[str, Channel] = {
+            "email": email_channel(settings, templates, http),
+            "webhook": Webhook(http, timeout_s=settings.webhook_timeout_s),
+        }
+        dispatcher = Dispatcher(DeliveryLog(pool), publisher, channels, limits(settings))
+        stack.push_async_callback(dispatcher.close)
+        consumer = await stack.enter_async_context(
+            kafka_consumer(
+                settings,
+                group=settings.notifier_group,
+                auto_offset_reset=settings.notifier_offset_reset,
+                fetch_max_wait_ms=settings.notifier_fetch_max_wait_ms,
+            )
+        )
+        worker = TriggerConsumer(consumer, dispatcher)
+        consumer.subscribe(topics=[ALERTS_TRIGGERED.name], listener=worker.listener())
+
+        async def consuming() -> CheckResult:
+            ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
+            return CheckResult(ok, "" if ok else "joining group")
+
+        checks = [
+            kafka_check(publisher.producer),
+            postgres_check(pool),
+            Check("consumer", consuming),
+        ]
+        if serve_ops:
+            await stack.enter_async_context(
+                ops_server(SERVICE, settings.ops_host, settings.notifier_port, checks)
+            )
+        stop = asyncio.Event()
+        sweeper = asyncio.create_task(dispatcher.run_sweeper())
+        worker.task = asyncio.create_task(
+            consume(consumer, worker.handle, dlq=publisher, commit=False, stop=stop)
+        )
+        try:
+            yield worker
+        finally:
+            stop.set()
+            sweeper.cancel()
+            task = worker.task
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+
+async def main() -> None:
+    settings = load_settings(Settings)
+    configure_logging(SERVICE, settings.log_level)
+    async with running_notifier(settings) as worker:
+        assert worker.task is not None
+        await worker.task  # runs until SIGTERM cancels us; a crash ends the process
+
+
+def cli() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,379 @@
+"""Alert matching and tick-to-trigger latency (``make bench`` runs this; ``--quick`` for a short run).
+
+1. In process, the matching core with 1,000,000 active alerts over 1,000 symbols (a mix of every
+   condition): microseconds per tick when nothing fires, and the cost of each fire (the core's
+   ``Fire`` alone, and the engine's full ``Trigger`` event).
+2. Through the real broker: the alert engine as its own process, ticks published at 5,000 per
+   second, and the time from publishing a tick to receiving its trigger on alerts.triggered.v1
+   (p50 / p99); then with the notifier too, the time from publishing a tick to the mail catcher
+   accepting its email. Servers come from ``start_stack`` (or the URLs in the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+from tickwatch_alert_engine.engine import Engine
+from tickwatch_alert_engine.matching import AlertIndex, Rule
+from tickwatch_common.events import AlertState, Tick
+
+CONDITIONS = ("above", "below", "crosses_up", "crosses_down", "pct_change")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+# ---------------------------------------------------------------- 1. in-process matching
+
+
+def build_index(n_alerts: int, n_symbols: int, rng: random.Random) -> tuple[AlertIndex, list[str]]:
+    """Every alert is out of reach of the ticks below: above at +5..50 %, below at -5..-50 %,
+    crossings on both sides of the price (so a tick takes the bisecting path, not the shortcut),
+    moves of 5..50 % within 1 h."""
+    symbols = [f"S{i:04d}-USDT" for i in range(n_symbols)]
+    index = AlertIndex()
+    up = [Decimal(100 + p).quantize(Decimal("0.01")) for p in range(5, 51)]
+    down = [Decimal(100 - p).quantize(Decimal("0.01")) for p in range(5, 51)]
+    pcts = [Decimal(p) for p in range(5, 51)]
+    for i in range(n_alerts):
+        symbol = symbols[i % n_symbols]
+        condition = CONDITIONS[(i // n_symbols) % len(CONDITIONS)]
+        # Distinct thresholds per alert (as real users' are), from a fine grid.
+        jitter = Decimal(rng.randrange(0, 10_000)) / 10_000
+        if condition == "above":
+            rule = Rule(f"a{i}", symbol, condition, target=rng.choice(up) + jitter)
+        elif condition == "below":
+            rule = Rule(f"a{i}", symbol, condition, target=rng.choice(down) - jitter)
+        elif condition in ("crosses_up", "crosses_down"):
+            side = rng.choice((up, down))
+            target = rng.choice(side) + (jitter if side is up else -jitter)
+            rule = Rule(f"a{i}", symbol, condition, target=target)
+        else:
+            rule = Rule(f"a{i}", symbol, "pct_change", pct=rng.choice(pcts), window_s=3600)
+        index.upsert(rule)
+    return index, symbols
+
+
+def bench_matching(n_alerts: int, n_symbols: int, n_ticks: int) -> None:
+    rng = random.Random(7)
+    started = time.perf_counter()
+    index, symbols = build_index(n_alerts, n_symbols, rng)
+    print(
+        f"matching: {len(index):,} alerts over {n_symbols:,} symbols indexed in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    # Ticks wander within +-1 % of 100: nothing fires.
+    prices = [Decimal(100) + Decimal(rng.randrange(-100, 101)) / 100 for _ in range(4096)]
+    ts = 1_800_000_000_000
+    for symbol in symbols:  # a first price per symbol, so crossings are evaluated
+        index.on_tick(symbol, Decimal(100), ts)
+    gc.disable()
+    try:
+        fired = 0
+        started = time.perf_counter()
+        for i in range(n_ticks):
+            ts += 1
+            fired += len(index.on_tick(symbols[i % n_symbols], prices[i & 4095], ts))
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
+    assert fired == 0, fired
+    print(
+        f"matching: {elapsed / n_ticks * 1e6:.2f} us per tick when nothing fires "
+        f"({n_ticks:,} ticks, {n_ticks / elapsed:,.0f} ticks/s on one core)"
+    )
+
+    # Fires: one symbol per tick jumps to +10 %, firing its above/crosses_up alerts up to 110.
+    sample = symbols[: min(200, n_symbols)]
+    fires = 0
+    started = time.perf_counter()
+    for symbol in sample:
+        ts += 1
+        fires += len(index.on_tick(symbol, Decimal(110), ts))
+    elapsed = time.perf_counter() - started
+    per_tick = elapsed / len(sample)
+    print(
+        f"matching: {fires:,} fires in {len(sample)} ticks: {elapsed / fires * 1e6:.2f} us per fire "
+        f"(core: index update + Fire), {per_tick * 1e3:.2f} ms per tick firing {fires // len(sample)}"
+    )
+
+    # The engine's full cost per fire: a Trigger event with its channels, event id and note.
+    engine = Engine()
+    n = 20_000
+    for i in range(n):
+        engine.apply_change(
+            f"e{i}",
+            AlertState(
+                alert_id=f"e{i}",
+                user_id="u",
+                version=1,
+                symbol="ENG-USDT",
+                condition="above",
+                target_price=Decimal(100) + Decimal(i) / 1000,
+                email="u@example.com",
+                note="note",
+                updated_at=ts,
+            ),
+        )
+    tick = Tick(
+        symbol="ENG-USDT",
+        base="ENG",
+        quote="USDT",
+        source="replay",
+        price=Decimal(200),
+        ts_event=ts,
+        ts_ingest=ts,
+    )
+    started = time.perf_counter()
+    triggers = engine.on_tick(tick)
+    elapsed = time.perf_counter() - started
+    assert len(triggers) == n
+    print(
+        f"engine:   {elapsed / n * 1e6:.2f} us per fire including the Trigger event ({n:,} in one tick)"
+    )
+
+
+# ---------------------------------------------------------------- 2. through the broker
+
+
+async def bench_latency(rate: int, seconds: float, n_symbols: int, data_dir: Path) -> None:
+    """Phase 1: engine only (tick -> trigger). Phase 2: engine + notifier + the mail catcher
+    (tick -> email accepted by SMTP), on other symbols whose crossing alerts have an email."""
+    import email
+    import email.policy
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from tickwatch_common.events import Trigger
+    from tickwatch_common.kafka import ensure_topics, kafka_producer
+    from tickwatch_common.settings import KafkaSettings
+    from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, TICKS
+    from tickwatch_devstack.infra import create_database, free_port, start_stack
+    from tickwatch_devstack.services import service_process
+
+    stack = await asyncio.to_thread(start_stack, data_dir)
+    try:
+        await ensure_topics(stack.kafka_bootstrap_servers)
+        server = stack.database_url.rsplit("/", 1)[0] + "/postgres"
+        database_url = await create_database(server, f"bench_{uuid.uuid4().hex[:8]}")
+        settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+        run = uuid.uuid4().hex[:6].upper()
+        symbols = [f"L{run}{i:03d}-USDT" for i in range(n_symbols)]
+        mail_symbols = [f"M{run}{i:03d}-USDT" for i in range(20)] if stack.mail_dir else []
+        sent_at: dict[tuple[str, int], tuple[float, int]] = {}  # (perf_counter, time_ns)
+        latencies: list[float] = []
+        email_sent_ns: dict[str, int] = {}  # event_id -> when its tick was published
+
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=stack.kafka_bootstrap_servers, group_id=None, fetch_max_wait_ms=1
+        )
+        await reader.start()
+        tps = [TopicPartition(ALERTS_TRIGGERED.name, p) for p in range(ALERTS_TRIGGERED.partitions)]
+        reader.assign(tps)
+        for tp, end in (await reader.end_offsets(tps)).items():
+            reader.seek(tp, end)
+
+        async def collect() -> None:
+            async for record in reader:
+                now = time.perf_counter()
+                if record.value is None:
+                    continue
+                t = Trigger.model_validate_json(record.value)
+                started = sent_at.pop((t.symbol, t.ts_event), None)
+                if started is None:
+                    continue
+                if t.channels:
+                    email_sent_ns[t.event_id] = started[1]
+                else:
+                    latencies.append(now - started[0])
+
+        collector = asyncio.create_task(collect())
+        env = {
+            **os.environ,
+            **stack.env(),
+            "DATABASE_URL": database_url,
+            "ALERT_ENGINE_GROUP": f"bench-{run}",
+            "NOTIFIER_GROUP": f"bench-notifier-{run}",
+            "NOTIFIER_OFFSET_RESET": "latest",
+            "KAFKA_SESSION_TIMEOUT_MS": "3000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        }
+        async with kafka_producer(settings, linger_ms=1) as publisher:
+            ts = int(time.time() * 1000)
+            # Per symbol: one recurring crossing at 100 (fires on every probe tick) and 99
+            # alerts that never fire, so the index is not trivially small.
+            for symbol in symbols + mail_symbols:
+                for j in range(100):
+                    alert_id = f"{symbol}-{j}"
+                    state = AlertState(
+                        alert_id=alert_id,
+                        user_id="bench",
+                        version=1,
+                        symbol=symbol,
+                        condition="crosses_up" if j == 0 else "above",
+                        target_price=Decimal(100) if j == 0 else Decimal(200 + j),
+                        frequency="recurring" if j == 0 else "once",
+                        channels=["email"] if j == 0 and symbol in mail_symbols else [],
+                        email=f"{symbol.lower()}@bench.test",
+                        updated_at=ts,
+                    )
+                    await publisher.send(ALERT_CHANGES, state, key=alert_id, partition_key=symbol)
+            await publisher.producer.flush()
+
+            async def stream(names: list[str], seconds: float, every: int) -> tuple[int, float]:
+                """Ticks at ``rate`` over ``names``; every ``every``-th tick of each symbol
+                (staggered) crosses 100 upwards from below, the rest wander between 95 and 98."""
+                nonlocal ts
+                interval = 0.01
+                per_slot = max(1, int(rate * interval))
+                acks = []
+                started = time.perf_counter()
+                count = 0
+                for slot in range(int(seconds / interval)):
+                    delay = started + slot * interval - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    for k in range(per_slot):
+                        ts += 1
+                        index = count % len(names)
+                        symbol = names[index]
+                        probe = (
+                            count >= len(names)
+                            and (count // len(names) + index) % every == every - 1
+                        )
+                        price = Decimal("101") if probe else Decimal("95") + Decimal(k % 30) / 10
+                        tick = Tick(
+                            symbol=symbol,
+                            base=symbol.split("-")[0],
+                            quote="USDT",
+                            source="replay",
+                            price=price,
+                            ts_event=ts,
+                            ts_ingest=int(time.time() * 1000),
+                        )
+                        if probe:
+                            sent_at[(symbol, ts)] = (time.perf_counter(), time.time_ns())
+                        acks.append(await publisher.send(TICKS, tick, key=symbol))
+                        count += 1
+                    if len(acks) > 2000:
+                        await asyncio.gather(*acks)
+                        acks.clear()
+                await asyncio.gather(*acks)
+                return count, count / (time.perf_counter() - started)
+
+            port = free_port()
+            with service_process("alert-engine", env, port, log_path=data_dir / "engine.log"):
+                count, achieved = await stream(symbols, seconds, 50)  # 100 triggers/s
+                expected = len(sent_at) + len(latencies)
+                deadline = time.monotonic() + 30
+                while sent_at and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                if os.environ.get("BENCH_ENGINE_METRICS"):  # the engine's own view, for diagnosis
+                    import aiohttp
+
+                    async with (
+                        aiohttp.ClientSession() as http,
+                        http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+                    ):
+                        for line in (await resp.text()).splitlines():
+                            if "tick_to_trigger" in line or "handle_seconds" in line:
+                                print("  engine:", line)
+                if latencies:
+                    ms = [v * 1000 for v in latencies]
+                    print(
+                        f"latency: {count:,} ticks at {achieved:,.0f}/s over {n_symbols} symbols "
+                        f"({n_symbols * 100:,} alerts), {len(ms):,}/{expected:,} triggers: tick -> "
+                        f"alerts.triggered.v1 p50 {statistics.median(ms):.1f} ms, "
+                        f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms"
+                    )
+                else:
+                    print("latency: no triggers received")
+                if mail_symbols and stack.mail_dir:
+                    notifier_port = free_port()
+                    with service_process(
+                        "notifier", env, notifier_port, log_path=data_dir / "notifier.log"
+                    ):
+                        # 5,000 ticks/s again, 50 of them firing an email each second.
+                        count, achieved = await stream(mail_symbols, min(seconds, 10), 100)
+                        expected = len(sent_at) + len(email_sent_ns)
+                        deadline = time.monotonic() + 60
+                        mail_dir = stack.mail_dir
+                        while (  # noqa: ASYNC110
+                            len(list(mail_dir.glob("*.eml"))) < expected
+                            and time.monotonic() < deadline
+                        ):
+                            await asyncio.sleep(0.1)
+                        if os.environ.get("BENCH_ENGINE_METRICS"):
+                            import aiohttp
+
+                            async with (
+                                aiohttp.ClientSession() as http,
+                                http.get(f"http://127.0.0.1:{notifier_port}/metrics") as resp,
+                            ):
+                                for line in (await resp.text()).splitlines():
+                                    if ("send_seconds" in line or "handle_seconds" in line) and (
+                                        "_sum" in line or "_count" in line
+                                    ):
+                                        print("  notifier:", line)
+                    email_ms = []
+                    for path in mail_dir.glob("*.eml"):
+                        accepted_ns = int(path.name.split("-", 1)[0])  # the catcher's clock
+                        msg = email.message_from_bytes(
+                            path.read_bytes(), policy=email.policy.default
+                        )
+                        event_id = str(msg["X-Tickwatch-Event-Id"])
+                        if event_id in email_sent_ns:
+                            email_ms.append((accepted_ns - email_sent_ns[event_id]) / 1e6)
+                    if email_ms:
+                        print(
+                            f"email:   {count:,} ticks at {achieved:,.0f}/s over "
+                            f"{len(mail_symbols)} symbols, {len(email_ms):,}/{expected:,} emails: "
+                            f"tick -> email accepted by SMTP p50 {statistics.median(email_ms):.1f}"
+                            f" ms, p99 {percentile(email_ms, 99):.1f} ms, max {max(email_ms):.1f} ms"
+                        )
+                    else:
+                        print("email: no emails received")
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+        await reader.stop()
+    finally:
+        stack.stop()
+        for name in ("engine.log", "notifier.log"):
+            if (data_dir / name).exists():
+                shutil.copy(data_dir / name, Path(tempfile.gettempdir()) / f"bench-alerts-{name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100k alerts, 3 s of broker traffic")
+    parser.add_argument("--skip-broker", action="store_true")
+    args = parser.parse_args()
+    n_alerts = 100_000 if args.quick else 1_000_000
+    bench_matching(n_alerts, 1_000, 200_000)
+    if args.skip_broker:
+        return
+    gc.collect()  # the million alerts above are garbage now; do not let them pause the clock
+    data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-bench-alerts-"))
+    try:
+        asyncio.run(bench_latency(5_000, 3 if args.quick else 15, 100, data_dir))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

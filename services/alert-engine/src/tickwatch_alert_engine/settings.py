@@ -1,0 +1,22 @@
+"""The alert engine's settings: every field is the environment variable of the same name."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from tickwatch_common.settings import KafkaSettings, PostgresSettings
+
+
+class Settings(KafkaSettings, PostgresSettings):
+    alert_engine_port: int = 8082
+    alert_engine_group: str = "alert-engine"
+    alert_engine_max_batch: int = 500
+    alert_engine_fetch_max_wait_ms: int = Field(
+        default=10,
+        description="Longest time the broker may hold a fetch with no data; Tansu does not"
+        " answer a waiting fetch when data arrives, so this bounds tick-to-trigger latency there",
+    )
+    alert_engine_checkpoint_ms: int = Field(
+        default=1000,
+        description="Longest time between two records of a partition's position and prices"
+        " when nothing fires (a batch that fires is always recorded before it is committed)",
+    )

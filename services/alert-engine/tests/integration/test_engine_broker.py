@@ -1,0 +1,195 @@
+"""The engine in-process against the real broker and PostgreSQL: exactly once, across restarts and replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from tickwatch_alert_engine.__main__ import running_engine
+from tickwatch_alert_engine.engine import trigger_event_id
+from tickwatch_alert_engine.settings import Settings
+from tickwatch_common.kafka import partition_for
+from tickwatch_common.topics import SYMBOL_PARTITIONS
+
+pytestmark = pytest.mark.integration
+
+
+def unique_symbol() -> str:
+    return f"T{uuid.uuid4().hex[:7].upper()}-USDT"
+
+
+async def wait_for(predicate: Callable[[], object], timeout_s: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def aid() -> str:
+    return f"a-{uuid.uuid4().hex[:12]}"
+
+
+async def test_crossing_published_to_the_broker_fires_exactly_once(
+    harness: Any, engine_settings: Settings
+) -> None:
+    symbol = unique_symbol()
+    cross, sentinel = aid(), aid()
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await wait_for(worker.assigned.is_set, what="assignment")
+        await harness.alert(cross, symbol, "crosses_up", "70000", note="breakout")
+        await harness.alert(sentinel, symbol, "above", "90000")
+        await wait_for(lambda: sentinel in worker.engine.alerts, what="alerts loaded")
+        for price in ["69990", "70010", "70020", "69000", "69500"]:
+            await harness.tick(symbol, price)
+        await harness.tick(symbol, "90000")  # fires the sentinel: everything before is handled
+        await wait_for(lambda: harness.fired(sentinel), what="sentinel trigger")
+
+    [trigger] = harness.fired(cross)
+    assert trigger.event_id == trigger_event_id(cross, 1)
+    assert (trigger.symbol, trigger.condition, str(trigger.threshold), str(trigger.price)) == (
+        symbol,
+        "crosses_up",
+        "70000",
+        "70010",
+    )
+    assert trigger.note == "breakout"
+    assert [c.to for c in trigger.channels] == ["trader@example.com"]
+    # The crossing above 90000 is not a new crossing of 70000 (the price never went back below).
+    conn = await asyncpg.connect(engine_settings.database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT sequence, armed FROM alert_engine.trigger_state WHERE alert_id = $1", cross
+        )
+        price = await conn.fetchval(
+            "SELECT price::text FROM alert_engine.symbol_price WHERE symbol = $1", symbol
+        )
+    finally:
+        await conn.close()
+    assert (row["sequence"], row["armed"]) == (1, False)
+    assert price == "90000"
+
+
+async def test_restart_mid_stream_loses_and_duplicates_no_crossing(
+    harness: Any, engine_settings: Settings
+) -> None:
+    symbol = unique_symbol()
+    alert = aid()
+    expected = 0
+
+    async def crossings(n: int) -> None:
+        nonlocal expected
+        for _ in range(n):
+            await harness.tick(symbol, "99")
+            await harness.tick(symbol, "101")
+            expected += 1
+
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await wait_for(worker.assigned.is_set, what="assignment")
+        await harness.alert(alert, symbol, "crosses_up", "100", frequency="recurring")
+        await wait_for(lambda: alert in worker.engine.alerts, what="alert loaded")
+        await crossings(5)
+        await wait_for(lambda: len(harness.fired(alert)) >= 2, what="first triggers")
+    # Down: these ticks wait in the broker. The last price before the stop was 101.
+    await harness.tick(symbol, "99")
+    await harness.tick(symbol, "100.5")
+    expected += 1
+    await crossings(3)
+    await harness.tick(symbol, "99.5")  # last price before the restart is below the target
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await wait_for(worker.assigned.is_set, what="assignment after restart")
+        await harness.tick(symbol, "100")  # crosses from the durable last price 99.5
+        expected += 1
+        await crossings(2)
+        await wait_for(
+            lambda: len({t.event_id for t in harness.fired(alert)}) >= expected, what="all triggers"
+        )
+
+    fired = harness.fired(alert)
+    assert sorted(t.sequence for t in fired) == list(range(1, expected + 1))
+    assert len({t.event_id for t in fired}) == len(fired) == expected
+
+
+async def test_two_replicas_split_partitions_and_fire_every_alert_once(
+    harness: Any, engine_settings: Settings
+) -> None:
+    symbols: list[str] = []
+    while len({partition_for(s, SYMBOL_PARTITIONS) for s in symbols}) < SYMBOL_PARTITIONS:
+        symbols.append(unique_symbol())
+    alerts = {symbol: aid() for symbol in symbols}
+    async with (
+        running_engine(engine_settings, serve_ops=False) as one,
+        running_engine(engine_settings, serve_ops=False) as two,
+    ):
+
+        def split() -> bool:
+            return (
+                one.assigned.is_set()
+                and two.assigned.is_set()
+                and bool(one.owned)
+                and bool(two.owned)
+                and not (one.owned & two.owned)
+                and one.owned | two.owned == set(range(SYMBOL_PARTITIONS))
+            )
+
+        await wait_for(split, timeout_s=45, what="two replicas sharing the partitions")
+        for symbol, alert in alerts.items():
+            await harness.alert(alert, symbol, "crosses_down", "50")
+        await wait_for(
+            lambda: all(a in one.engine.alerts or a in two.engine.alerts for a in alerts.values()),
+            what="alerts loaded by their owners",
+        )
+        for symbol in symbols:
+            await harness.tick(symbol, "51")
+            await harness.tick(symbol, "49")
+            await harness.tick(symbol, "51")
+            await harness.tick(symbol, "49")
+        await wait_for(
+            lambda: all(harness.fired(a) for a in alerts.values()), what="every alert fired"
+        )
+        fired_by_one = sum(1 for a in alerts.values() if a in one.engine.alerts)
+        assert 0 < fired_by_one < len(alerts)
+        assert not set(one.engine.alerts) & set(two.engine.alerts)
+    for alert in alerts.values():
+        assert [t.sequence for t in harness.fired(alert)] == [1]
+
+
+async def test_a_batch_that_fails_half_way_is_replayed_from_the_record(
+    harness: Any, engine_settings: Settings
+) -> None:
+    """Triggers published, then the record fails: the replay republishes the same event id
+    (deduplicated downstream) and the next crossing still gets the next sequence."""
+    symbol = unique_symbol()
+    alert = aid()
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await wait_for(worker.assigned.is_set, what="assignment")
+        await harness.alert(alert, symbol, "crosses_up", "100", frequency="recurring")
+        await wait_for(lambda: alert in worker.engine.alerts, what="alert loaded")
+        save = worker.store.save_batch
+        failures = []
+
+        async def flaky_save(*args: Any, **kw: Any) -> None:
+            if args[0] and not failures:  # the first record that carries a fired alert
+                failures.append(1)
+                raise ConnectionError("database went away")
+            await save(*args, **kw)
+
+        worker.store.save_batch = flaky_save  # type: ignore[method-assign]
+        await harness.tick(symbol, "99")
+        await harness.tick(symbol, "101")
+        await wait_for(lambda: failures and len(harness.fired(alert)) >= 2, what="replayed trigger")
+        await harness.tick(symbol, "99")
+        await harness.tick(symbol, "102")
+        await wait_for(lambda: any(t.sequence == 2 for t in harness.fired(alert)), what="second")
+
+    fired = harness.fired(alert)
+    assert {t.sequence: t.event_id for t in fired} == {
+        1: trigger_event_id(alert, 1),
+        2: trigger_event_id(alert, 2),
+    }
+    assert [t.sequence for t in fired].count(2) == 1

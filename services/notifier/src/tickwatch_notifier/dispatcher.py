@@ -1,0 +1,252 @@
+"""Runs deliveries: bounded concurrency, claim -> send -> record -> publish, retries, sweeps.
+
+Concurrency is bounded twice: per destination (one mail server, SendGrid, or one webhook host)
+and overall. A delivery first waits for its destination's slot, then for a global one, so a slow
+destination holds at most ``max_per_destination`` of the global slots and the rest keep flowing.
+A delivery is claimed in the log only once it holds both slots, so a lease never runs out while
+it waits.
+
+Outcomes: ``sent`` and ``failed`` are final; a transient failure below ``max_attempts`` becomes
+``retrying`` with ``next_attempt_at`` = now + exponential backoff with jitter, and an in-process
+timer picks it up then. Every outcome goes to notifications.status.v1 (a failure also to
+notifications.dlq.v1) *after* the log records it; the ``published`` column plus the sweep make
+that at-least-once even across a crash between the two. The sweep also finds due retries and
+expired leases left by a crashed replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+from tickwatch_common.events import (
+    NotificationDeadLetter,
+    NotificationStatus,
+    Trigger,
+    TriggerChannel,
+)
+from tickwatch_common.events.base import now_ms
+from tickwatch_common.kafka import Publisher
+from tickwatch_common.topics import NOTIFICATIONS_DLQ, NOTIFICATIONS_STATUS
+
+from tickwatch_notifier.channels import Channel, Outcome
+from tickwatch_notifier.deliveries import DeliveryLog, Row
+from tickwatch_notifier.metrics import DELIVERIES, IN_FLIGHT, SEND_SECONDS
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_concurrent: int = 50
+    max_per_destination: int = 20
+    max_pending: int = 1000
+    max_attempts: int = 8
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 600.0
+    lease_s: float = 60.0
+    sweep_interval_s: float = 5.0
+
+
+def retry_delay(attempts: int, base_s: float, cap_s: float) -> float:
+    """Exponential backoff with jitter: uniform in [ceiling/2, ceiling], ceiling doubling per attempt."""
+    ceiling = min(cap_s, base_s * 2 ** max(0, attempts - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def channel_of(trigger: Trigger, name: str) -> TriggerChannel | None:
+    return next((c for c in trigger.channels if c.type == name), None)
+
+
+def without_secrets(trigger: Trigger) -> Trigger:
+    channels = [c.model_copy(update={"secret": None}) for c in trigger.channels]
+    return trigger.model_copy(update={"channels": channels})
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        deliveries: DeliveryLog,
+        publisher: Publisher,
+        channels: dict[str, Channel],
+        limits: Limits,
+    ) -> None:
+        self.log = deliveries
+        self.publisher = publisher
+        self.channels = channels
+        self.limits = limits
+        self._global = asyncio.Semaphore(limits.max_concurrent)
+        self._per_destination: dict[str, asyncio.Semaphore] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    # ------------------------------------------------------------------ intake
+
+    async def accept(self, triggers: Iterable[Trigger]) -> None:
+        """Record each (trigger, channel) as pending, start them, and wait while too many are open.
+
+        When this returns, every delivery of the batch is durably in the log: committing the
+        batch's offsets can lose nothing.
+        """
+        items: list[tuple[Trigger, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for trigger in triggers:
+            for channel in trigger.channels:
+                key = (trigger.event_id, channel.type)
+                if key not in seen:  # one delivery per channel type and trigger
+                    seen.add(key)
+                    items.append((trigger, channel.type))
+        if not items:
+            return
+        await self.log.record(items)
+        for trigger, name in items:
+            self.submit(trigger, name)
+        while len(self._tasks) >= self.limits.max_pending:
+            self._room.clear()
+            await self._room.wait()
+
+    def submit(self, trigger: Trigger, name: str) -> None:
+        key = (trigger.event_id, name)
+        if key in self._tasks:
+            return
+        task = asyncio.create_task(self._deliver(trigger, name))
+        self._tasks[key] = task
+        IN_FLIGHT.set(len(self._tasks))
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(key, None)
+            IN_FLIGHT.set(len(self._tasks))
+            if len(self._tasks) < self.limits.max_pending:
+                self._room.set()
+
+        task.add_done_callback(done)
+
+    # ------------------------------------------------------------------ one delivery
+
+    def _slot(self, destination: str) -> asyncio.Semaphore:
+        sem = self._per_destination.get(destination)
+        if sem is None:
+            sem = self._per_destination[destination] = asyncio.Semaphore(
+                self.limits.max_per_destination
+            )
+        return sem
+
+    async def _deliver(self, trigger: Trigger, name: str) -> None:
+        try:
+            sender = self.channels[name]
+            channel = channel_of(trigger, name)
+            destination = sender.destination(channel) if channel else name
+            async with self._slot(destination), self._global:
+                claim = await self.log.claim(trigger.event_id, name, self.limits.lease_s)
+                if claim is None:
+                    return  # already sent, failed, in someone else's hands, or not yet due
+                trigger, attempts = claim.trigger, claim.attempts
+                channel = channel_of(trigger, name)
+                if channel is None:
+                    outcome = Outcome("permanent", f"trigger has no {name} channel")
+                else:
+                    with SEND_SECONDS.labels(name).time():
+                        outcome = await sender.send(trigger, channel)
+            await self._record(trigger, name, attempts, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The row stays as it is (pending, or sending until its lease ends): the sweep retries.
+            log.exception("delivery_error", event_id=trigger.event_id, channel=name)
+
+    async def _record(self, trigger: Trigger, name: str, attempts: int, outcome: Outcome) -> None:
+        key = dict(
+            event_id=trigger.event_id, channel=name, attempts=attempts, detail=outcome.detail
+        )
+        if outcome.result == "sent":
+            await self.log.finish(trigger.event_id, name, "sent", outcome.detail)
+            status = "sent"
+        elif outcome.result == "transient" and attempts < self.limits.max_attempts:
+            delay = retry_delay(attempts, self.limits.retry_base_s, self.limits.retry_cap_s)
+            await self.log.retry_later(trigger.event_id, name, delay, outcome.detail)
+            self._schedule(delay, trigger, name)
+            status = "retrying"
+            log.info("delivery_retrying", retry_in_s=round(delay, 3), **key)
+        else:
+            await self.log.finish(trigger.event_id, name, "failed", outcome.detail)
+            status = "failed"
+            log.warning("delivery_failed", **key)
+        DELIVERIES.labels(name, status).inc()
+        await self.publish(trigger, name, status, attempts, outcome.detail)
+
+    def _schedule(self, delay: float, trigger: Trigger, name: str) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self.submit(trigger, name)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def publish(
+        self, trigger: Trigger, name: str, status: str, attempts: int, detail: str
+    ) -> None:
+        if status == "failed":
+            dead = NotificationDeadLetter(
+                event_id=trigger.event_id,
+                alert_id=trigger.alert_id,
+                user_id=trigger.user_id,
+                channel=name,  # type: ignore[arg-type]
+                reason=detail or "failed",
+                attempts=attempts,
+                ts=now_ms(),
+                trigger=without_secrets(trigger),
+            )
+            await self.publisher.publish(NOTIFICATIONS_DLQ, dead, key=trigger.event_id)
+        event = NotificationStatus(
+            event_id=trigger.event_id,
+            alert_id=trigger.alert_id,
+            user_id=trigger.user_id,
+            channel=name,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]
+            attempts=attempts,
+            detail=detail,
+            ts=now_ms(),
+        )
+        await self.publisher.publish(NOTIFICATIONS_STATUS, event, key=trigger.event_id)
+        await self.log.mark_published(trigger.event_id, name, status)
+
+    # ------------------------------------------------------------------ sweep
+
+    async def sweep_once(self) -> None:
+        for trigger, name in await self.log.due():
+            self.submit(trigger, name)
+        rows: list[Row] = await self.log.unpublished()
+        for row in rows:
+            if (row.event_id, row.channel) not in self._tasks:
+                await self.publish(row.trigger, row.channel, row.status, row.attempts, row.detail)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep_failed")
+            await asyncio.sleep(self.limits.sweep_interval_s)
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Let sends in flight finish (up to ``grace_s``), then cancel the rest."""
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*pending, return_exceptions=True)

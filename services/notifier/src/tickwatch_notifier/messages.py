@@ -1,0 +1,126 @@
+"""What a notification says: the email (subject, text and HTML from templates) and the webhook body."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from tickwatch_common.events import Trigger
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def _window(seconds: int | None) -> str:
+    if not seconds:
+        return ""
+    if seconds % 3600 == 0:
+        return f" within {seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f" within {seconds // 60} min"
+    return f" within {seconds} s"
+
+
+def headline(trigger: Trigger) -> str:
+    t = trigger.threshold
+    return {
+        "above": f"is at or above {t}",
+        "below": f"is at or below {t}",
+        "crosses_up": f"crossed up through {t}",
+        "crosses_down": f"crossed down through {t}",
+        "pct_change": f"moved {t}%{_window(trigger.window_seconds)}",
+    }[trigger.condition]
+
+
+def utc_time(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def alert_link(public_base_url: str, alert_id: str) -> str:
+    return f"{public_base_url.rstrip('/')}/alerts/{alert_id}"
+
+
+class Templates:
+    def __init__(self, public_base_url: str) -> None:
+        self.public_base_url = public_base_url
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(["html.j2"]),
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+        )
+
+    def render(self, trigger: Trigger) -> RenderedEmail:
+        words = headline(trigger)
+        context = {
+            "symbol": trigger.symbol,
+            "headline": words,
+            "condition_text": f"{trigger.condition.replace('_', ' ')} {trigger.threshold}"
+            + ("%" + _window(trigger.window_seconds) if trigger.condition == "pct_change" else ""),
+            "price": _plain(trigger.price),
+            "time_utc": utc_time(trigger.ts_event),
+            "note": trigger.note,
+            "link": alert_link(self.public_base_url, trigger.alert_id),
+            "alert_id": trigger.alert_id,
+            "event_id": trigger.event_id,
+        }
+        subject = self.env.get_template("alert.subject.j2").render(context).strip()
+        return RenderedEmail(
+            subject=" ".join(subject.split()),  # never a newline in a header
+            text=self.env.get_template("alert.txt.j2").render(context),
+            html=self.env.get_template("alert.html.j2").render(context),
+        )
+
+
+def _plain(value: Decimal) -> str:
+    """Decimal as people write it: no exponent."""
+    return format(value, "f")
+
+
+def email_message(
+    rendered: RenderedEmail, *, mail_from: str, to: str, trigger: Trigger
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = to
+    msg["Subject"] = rendered.subject
+    msg["Date"] = format_datetime(datetime.fromtimestamp(trigger.triggered_at / 1000, UTC))
+    # Deterministic: a re-send after a crash carries the same id, so mail clients show one.
+    msg["Message-ID"] = f"<{trigger.event_id}.email@tickwatch>"
+    msg["X-Tickwatch-Event-Id"] = trigger.event_id
+    msg["X-Tickwatch-Alert-Id"] = trigger.alert_id
+    msg.set_content(rendered.text)
+    msg.add_alternative(rendered.html, subtype="html")
+    return msg
+
+
+def webhook_body(trigger: Trigger) -> bytes:
+    """The JSON a webhook receives: the trigger without channel details (no secrets)."""
+    payload = {
+        "type": "alert.triggered",
+        "event_id": trigger.event_id,
+        "alert_id": trigger.alert_id,
+        "user_id": trigger.user_id,
+        "sequence": trigger.sequence,
+        "symbol": trigger.symbol,
+        "condition": trigger.condition,
+        "threshold": str(trigger.threshold),
+        "price": str(trigger.price),
+        "window_seconds": trigger.window_seconds,
+        "ts_event": trigger.ts_event,
+        "triggered_at": trigger.triggered_at,
+        "note": trigger.note,
+    }
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,16 @@
+"""The notifier's own metrics, beside the shared consumer metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "notifier_deliveries_total", "Delivery attempts by channel and outcome", ["channel", "status"]
+)
+IN_FLIGHT = Gauge("notifier_deliveries_in_flight", "Deliveries accepted and not yet finished")
+SEND_SECONDS = Histogram(
+    "notifier_send_seconds",
+    "Time of one send attempt",
+    ["channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -1,0 +1,93 @@
+"""Templates, the webhook body and its signature, outcome classification and retry delays."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+
+from tickwatch_common.events import Trigger, TriggerChannel
+from tickwatch_notifier.channels import http_outcome, sign, verify
+from tickwatch_notifier.dispatcher import retry_delay, without_secrets
+from tickwatch_notifier.messages import Templates, email_message, webhook_body
+
+
+def trigger(**kw: object) -> Trigger:
+    fields: dict[str, object] = {
+        "event_id": "e-1",
+        "alert_id": "a-1",
+        "user_id": "u-1",
+        "sequence": 1,
+        "symbol": "BTC-USDT",
+        "condition": "crosses_up",
+        "threshold": "70000",
+        "price": "70010.50",
+        "ts_event": 1_795_000_000_000,
+        "triggered_at": 1_795_000_000_010,
+        "channels": [TriggerChannel(type="email", to="t@example.com")],
+        "note": "take <profit>",
+    }
+    fields.update(kw)
+    return Trigger.model_validate(fields)
+
+
+def test_email_has_text_and_html_with_every_detail() -> None:
+    rendered = Templates("https://tickwatch.example/").render(trigger())
+    assert rendered.subject == "Tickwatch: BTC-USDT crossed up through 70000"
+    for part in (rendered.text, rendered.html):
+        assert "BTC-USDT" in part
+        assert "70010.50" in part
+        assert "2026-11-18 11:06:40 UTC" in part
+        assert "https://tickwatch.example/alerts/a-1" in part
+    assert "take <profit>" in rendered.text
+    assert "take &lt;profit&gt;" in rendered.html  # the user's note is escaped in HTML
+
+
+def test_pct_change_headline_names_the_window() -> None:
+    rendered = Templates("http://x").render(
+        trigger(condition="pct_change", threshold="5", window_seconds=3600, note=None)
+    )
+    assert rendered.subject == "Tickwatch: BTC-USDT moved 5% within 1 h"
+    assert "Your note" not in rendered.text
+
+
+def test_message_is_multipart_with_a_deterministic_message_id() -> None:
+    t = trigger()
+    msg = email_message(
+        Templates("http://x").render(t), mail_from="A <a@x>", to="t@example.com", trigger=t
+    )
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert parsed["Message-ID"] == "<e-1.email@tickwatch>"
+
+
+def test_signature_verifies_with_the_secret_only() -> None:
+    body = webhook_body(trigger())
+    signature = sign("s3cret", "1700000000", body)
+    assert signature.startswith("sha256=") and len(signature) == 7 + 64
+    assert verify("s3cret", "1700000000", body, signature)
+    assert not verify("other", "1700000000", body, signature)
+    assert not verify("s3cret", "1700000001", body, signature)
+
+
+def test_webhook_body_carries_decimals_as_strings_and_no_secret() -> None:
+    t = trigger(channels=[TriggerChannel(type="webhook", url="http://h/x", secret="s")])
+    body = json.loads(webhook_body(t))
+    assert body["price"] == "70010.50" and body["threshold"] == "70000"
+    assert "secret" not in json.dumps(body)
+    assert without_secrets(t).channels[0].secret is None
+
+
+def test_http_status_classification() -> None:
+    assert http_outcome(202, "").result == "sent"
+    assert http_outcome(429, "").result == "transient"
+    assert http_outcome(503, "").result == "transient"
+    assert http_outcome(400, "").result == "permanent"
+    assert http_outcome(404, "").result == "permanent"
+
+
+def test_retry_delay_grows_exponentially_with_jitter_and_is_capped() -> None:
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 30.0)]:
+        delay = retry_delay(attempt, 1.0, 30.0)
+        assert ceiling / 2 <= delay <= ceiling
