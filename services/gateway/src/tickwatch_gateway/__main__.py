@@ -1,1 +1,33 @@
-def cli() -> None: ...
+"""The gateway's composition root: settings → app (resources in its cleanup context) → serve."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from tickwatch_common.logging import configure_logging
+from tickwatch_common.runtime import run
+from tickwatch_common.settings import load_settings
+
+from tickwatch_gateway.app import SERVICE, build_app
+from tickwatch_gateway.settings import Settings
+
+
+async def main() -> None:
+    settings = load_settings(Settings)
+    configure_logging(SERVICE, settings.log_level)
+    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def cli() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    cli()

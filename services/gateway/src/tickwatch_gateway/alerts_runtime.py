@@ -1,0 +1,88 @@
+"""Wiring of the alerts into the gateway app: their store, cache, relay and consumers.
+
+:func:`install_alerts` adds :func:`alerts_resources` to the app's cleanup context after the
+gateway's own resources (it uses their pool, Redis guard, publisher and hub), and the routes
+are :mod:`tickwatch_gateway.routes.alerts`, listed in ``ROUTE_MODULES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from tickwatch_common.kafka import consume, kafka_consumer
+from tickwatch_common.topics import ALERTS_TRIGGERED, NOTIFICATIONS_STATUS
+
+from tickwatch_gateway.alerts_feed import AlertListCache, AlertPush, AlertRecorder
+from tickwatch_gateway.alerts_store import AlertStore
+from tickwatch_gateway.feed import start_at_end
+from tickwatch_gateway.outbox import OutboxRelay
+from tickwatch_gateway.settings import Settings
+from tickwatch_gateway.state import HUB, POOL, PUBLISHER, REDIS, SETTINGS, TASKS
+
+ALERT_STORE = web.AppKey("alert_store", AlertStore)
+ALERT_CACHE = web.AppKey("alert_cache", AlertListCache)
+ALERT_RELAY = web.AppKey("alert_relay", OutboxRelay)
+ALERT_PUSH_POSITIONED = web.AppKey("alert_push_positioned", asyncio.Event)
+
+
+def install_alerts(app: web.Application) -> None:
+    """Call in ``build_app`` after ``app.cleanup_ctx.append(resources)``."""
+    app.cleanup_ctx.append(alerts_resources)
+
+
+async def alerts_resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    publisher = app[PUBLISHER]
+    store = app[ALERT_STORE] = AlertStore(app[POOL], settings.alerts_max_active_per_user)
+    cache = app[ALERT_CACHE] = AlertListCache(app[REDIS], settings.alerts_list_cache_ttl_s)
+    relay = app[ALERT_RELAY] = OutboxRelay(
+        app[POOL],
+        publisher,
+        batch_size=settings.outbox_batch_size,
+        poll_interval_s=settings.outbox_poll_interval_s,
+    )
+    positioned = app[ALERT_PUSH_POSITIONED] = asyncio.Event()
+    tasks = [
+        asyncio.create_task(relay.run(), name="alert-outbox-relay"),
+        asyncio.create_task(
+            record_alert_events(settings, AlertRecorder(store, cache), app), name="alert-events"
+        ),
+        asyncio.create_task(
+            push_triggers(settings, AlertPush(app[HUB]), positioned, app), name="alert-push"
+        ),
+    ]
+    app[TASKS].extend(tasks)
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def record_alert_events(
+    settings: Settings, recorder: AlertRecorder, app: web.Application
+) -> None:
+    """Triggers and delivery outcomes into the alert history (a consumer group)."""
+    topics = [ALERTS_TRIGGERED, NOTIFICATIONS_STATUS]
+    async with kafka_consumer(
+        settings, group=settings.alerts_consumer_group, topics=topics
+    ) as consumer:
+        await consume(consumer, recorder.handle, dlq=app[PUBLISHER])
+
+
+async def push_triggers(
+    settings: Settings, push: AlertPush, positioned: asyncio.Event, app: web.Application
+) -> None:
+    """Every trigger, on every replica, to its owner's WebSocket connections here."""
+    async with kafka_consumer(
+        settings, group=None, topics=[ALERTS_TRIGGERED], auto_offset_reset="latest"
+    ) as consumer:
+        await start_at_end(consumer)
+        positioned.set()
+        await consume(consumer, push.handle, dlq=app[PUBLISHER], commit=False)

@@ -1,0 +1,21 @@
+"""The alerts' settings, mixed into the gateway's :class:`~tickwatch_gateway.settings.Settings`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from tickwatch_common.settings import BaseServiceSettings
+
+
+class AlertSettings(BaseServiceSettings):
+    alerts_allow_private_webhooks: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback/private/link-local addresses (dev and tests)",
+    )
+    alerts_max_active_per_user: int = Field(default=100, ge=1)
+    alerts_consumer_group: str = Field(
+        default="gateway-alerts",
+        description="Consumer group recording alerts.triggered.v1 and notifications.status.v1",
+    )
+    alerts_list_cache_ttl_s: int = Field(default=30, ge=1)
+    outbox_batch_size: int = Field(default=200, ge=1)
+    outbox_poll_interval_s: float = Field(default=1.0, gt=0)

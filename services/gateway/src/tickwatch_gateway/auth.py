@@ -1,0 +1,111 @@
+"""Who is calling, and how much they may: the access middleware and the route guards.
+
+The middleware authenticates ``Authorization: Bearer <access JWT>`` or ``X-API-Key``, picks the
+rate-limit identity (API key, else user, else client IP; login/register/refresh always by IP on
+their stricter budget), counts the request, and adds ``RateLimit-*`` headers to every answer,
+errors included. Handlers then call :func:`require` with what the operation needs; the owner of
+anything is always ``principal.user_id``, the token's subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+
+from tickwatch_gateway.problems import Handler, ProblemError
+from tickwatch_gateway.state import ACCOUNTS, LIMITER, TOKENS
+from tickwatch_gateway.tokens import API_KEY_PREFIX, SCOPES, InvalidToken
+
+PRINCIPAL = web.RequestKey("principal", object)
+AUTH_BUDGET_PATHS = frozenset(
+    {"/api/v1/auth/login", "/api/v1/auth/register", "/api/v1/auth/refresh"}
+)
+GUARDED_PREFIXES = ("/api/", "/ws")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    scopes: frozenset[str]
+    via: Literal["jwt", "api_key"]
+    key_id: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return f"key:{self.key_id}" if self.key_id else f"user:{self.user_id}"
+
+
+def unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+async def authenticate(request: web.Request) -> Principal | None:
+    authorization = request.headers.get("Authorization")
+    api_key = request.headers.get("X-API-Key")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("Authorization must be 'Bearer <access token>'")
+        try:
+            claims = request.app[TOKENS].verify(token.strip())
+        except InvalidToken as exc:
+            raise unauthorized(f"invalid access token: {exc}") from None
+        return Principal(claims.user_id, frozenset(SCOPES), "jwt")
+    if api_key is not None:
+        key = None
+        if api_key.startswith(API_KEY_PREFIX) and len(api_key) < 200:
+            key = await request.app[ACCOUNTS].api_key(api_key)
+        if key is None:
+            raise unauthorized("invalid or revoked API key")
+        return Principal(key.user_id, frozenset(key.scopes), "api_key", key.id)
+    return None
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(GUARDED_PREFIXES):
+        return await handler(request)
+    failure: ProblemError | None = None
+    principal: Principal | None = None
+    try:
+        principal = await authenticate(request)
+    except ProblemError as exc:
+        failure = exc
+    ip = request.remote or "unknown"
+    if request.path in AUTH_BUDGET_PATHS:
+        budget, identity = "auth", f"ip:{ip}"
+    else:
+        budget, identity = "default", principal.identity if principal else f"ip:{ip}"
+    limiter = request.app[LIMITER]
+    decision = limiter.hit_known(budget, identity) or await limiter.hit(budget, identity)
+    if not decision.allowed:
+        raise ProblemError(
+            429,
+            f"rate limit of {decision.limit} requests exceeded; retry in {decision.reset_s}s",
+            headers=decision.headers(),
+        )
+    if failure is not None:
+        decision.apply(failure.headers)
+        raise failure
+    request[PRINCIPAL] = principal
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        decision.apply(exc.headers)
+        raise
+    if not response.prepared:
+        decision.apply(response.headers)
+    return response
+
+
+def require(request: web.Request, *, scope: str | None = None, jwt_only: bool = False) -> Principal:
+    principal = request.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        raise unauthorized("credentials required: Authorization: Bearer <token> or X-API-Key")
+    if jwt_only and principal.via != "jwt":
+        raise ProblemError(403, "this operation needs a user's access token, not an API key")
+    if scope is not None and scope not in principal.scopes:
+        raise ProblemError(403, f"this API key lacks the {scope!r} scope")
+    return principal

@@ -1,0 +1,93 @@
+"""The live market feed: a group-less consumer, so every replica sees every tick and candle.
+
+Ticks update the in-memory price book, are written through to Redis and fanned out to
+WebSocket subscribers; candles are fanned out (their persistence is :mod:`candles`' job, in a
+consumer group). Offsets are not committed: a replica starts from the end of each partition
+and fills its book from Redis, which every replica writes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+from tickwatch_common.events import Candle, Tick
+from tickwatch_common.kafka import Delivered, Publisher, consume
+
+from tickwatch_gateway.cache import LatestPrices
+from tickwatch_gateway.clock import iso_from_ms
+from tickwatch_gateway.fanout import Hub
+from tickwatch_gateway.models import decimal_str
+from tickwatch_gateway.pricebook import PriceBook, PriceView
+
+log = structlog.get_logger(__name__)
+
+
+def candle_json(candle: Candle) -> dict[str, object]:
+    return {
+        "open_time": iso_from_ms(candle.open_time),
+        "close_time": iso_from_ms(candle.close_time),
+        "open": decimal_str(candle.open),
+        "high": decimal_str(candle.high),
+        "low": decimal_str(candle.low),
+        "close": decimal_str(candle.close),
+        "volume": decimal_str(candle.volume),
+        "closed": candle.closed,
+    }
+
+
+class MarketFeed:
+    def __init__(self, book: PriceBook, latest: LatestPrices, hub: Hub) -> None:
+        self.book = book
+        self.latest = latest
+        self.hub = hub
+        self.positioned = asyncio.Event()
+
+    async def warm_up(self) -> int:
+        """Fill the book from the Redis copy (another replica's or our previous life's)."""
+        ticks = await self.latest.load()
+        for tick in ticks:
+            self.book.update(tick)
+        return len(ticks)
+
+    async def handle(self, batch: list[Delivered]) -> None:
+        changed: dict[tuple[str, str], PriceView] = {}
+        for item in batch:
+            event = item.event
+            if isinstance(event, Tick):
+                view = self.book.update(event)
+                if view is not None:
+                    changed[(event.symbol, event.source)] = view
+                    channel = f"prices:{event.symbol}"
+                    self.hub.publish(
+                        channel, f'{{"channel":"{channel}","data":{view.body.decode()}}}'
+                    )
+            elif isinstance(event, Candle):
+                channel = f"candles:{event.symbol}:{event.interval}"
+                self.hub.publish(
+                    channel, json.dumps({"channel": channel, "data": candle_json(event)})
+                )
+        await self.latest.write(changed.values())
+
+    async def run(self, consumer: AIOKafkaConsumer, dlq: Publisher) -> None:
+        await start_at_end(consumer)
+        self.positioned.set()
+        await consume(consumer, self.handle, dlq=dlq, commit=False)
+
+
+async def start_at_end(consumer: AIOKafkaConsumer, timeout_s: float = 30) -> None:
+    """Wait for the partitions and fix the position at their end, so no tick published after
+    this returns is missed (a lazily resolved position could skip the first ones)."""
+    deadline = time.monotonic() + timeout_s
+    while not consumer.assignment():
+        if time.monotonic() > deadline:
+            raise TimeoutError("no partitions assigned to the market feed consumer")
+        await asyncio.sleep(0.05)
+    partitions = list(consumer.assignment())
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
+    log.info("market_feed_positioned", partitions=len(partitions))

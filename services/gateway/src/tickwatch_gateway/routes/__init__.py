@@ -1,0 +1,1 @@
+"""One module per resource; each has ``register(api)`` declaring its operations."""

@@ -1,0 +1,108 @@
+"""Credentials as data: access JWTs, opaque refresh tokens, API keys and password hashes.
+
+Access tokens are HS256 JWTs with ``iss``, ``aud``, ``sub``, ``iat``, ``exp``, ``jti`` and
+``typ: "access"``; verification allows only HS256 and requires every one of those claims, so
+``alg: none``, another algorithm, an expired, foreign or tampered token, and anything that is not
+an access token are all refused. Refresh tokens and API keys are random and opaque; only their
+SHA-256 is stored (they carry 256 bits of entropy, so a slow hash buys nothing and would cost a
+hash per request for API keys). Passwords use argon2id with OWASP's parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+ALGORITHM = "HS256"
+ACCESS = "access"
+SCOPES = ("read", "alerts:write", "portfolio:write")
+API_KEY_PREFIX = "tw_"
+
+# OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
+PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+_DUMMY_HASH = PASSWORDS.hash("not a real password, for constant-time misses")
+
+
+class InvalidToken(Exception):
+    """The token is not an access token we issued, or it is no longer valid."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: str
+    token_id: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class TokenIssuer:
+    secret: str
+    issuer: str
+    audience: str
+    ttl_s: int
+
+    def issue(self, user_id: str, now: float | None = None) -> str:
+        iat = int(time.time() if now is None else now)
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": user_id,
+            "iat": iat,
+            "exp": iat + self.ttl_s,
+            "jti": uuid.uuid4().hex,
+            "typ": ACCESS,
+        }
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM, headers={"typ": "JWT"})
+
+    def verify(self, token: str) -> AccessClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "jti", "typ"]},
+                leeway=5,
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from None
+        if claims.get("typ") != ACCESS:
+            raise InvalidToken("not an access token")
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not sub:
+            raise InvalidToken("bad subject")
+        return AccessClaims(sub, str(claims["jti"]), int(claims["exp"]))
+
+
+def opaque_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_api_key() -> tuple[str, str]:
+    """(the key shown once, its public prefix for listing)."""
+    prefix = secrets.token_hex(4)
+    return f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def hash_password(password: str) -> str:
+    return PASSWORDS.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """True when ``password`` matches; a missing user costs the same time as a wrong password."""
+    try:
+        return PASSWORDS.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False

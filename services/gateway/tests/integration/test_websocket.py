@@ -1,0 +1,133 @@
+"""A WebSocket client receives ticks and candles published to the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+from tickwatch_common.events import Candle, Tick
+from tickwatch_common.kafka import kafka_producer
+from tickwatch_common.settings import KafkaSettings
+from tickwatch_common.topics import CANDLES, TICKS
+from tickwatch_devstack.infra import Stack
+
+from .conftest import signup
+
+Client = TestClient[Any, Any]
+
+
+def tick(symbol: str, price: str, ts: int) -> Tick:
+    base, quote = symbol.split("-")
+    return Tick(
+        symbol=symbol,
+        base=base,
+        quote=quote,
+        source="replay",
+        price=price,
+        ts_event=ts,
+        ts_ingest=ts,
+    )
+
+
+async def receive_until(ws: Any, check: Any, timeout_s: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    seen: list[Any] = []
+    while True:
+        try:
+            msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"no matching message within {timeout_s}s; got {seen}") from None
+        assert msg.type == WSMsgType.TEXT, (msg, seen)
+        body = msg.json()
+        if check(body):
+            return body  # type: ignore[no-any-return]
+        seen.append(body)
+
+
+async def wait_ready(client: Client) -> None:
+    deadline = time.monotonic() + 30
+    while (await client.get("/ready")).status != 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def test_subscribers_receive_published_ticks_and_candles(
+    stack: Stack, client: Client
+) -> None:
+    await wait_ready(client)
+    exact = await client.ws_connect("/ws")
+    wild = await client.ws_connect("/ws")
+    await exact.send_json(
+        {"op": "subscribe", "channels": ["prices:btcusdt", "candles:BTC-USDT:1m"]}
+    )
+    reply = await receive_until(exact, lambda b: b.get("op") == "subscribed")
+    assert reply["channels"] == ["prices:BTC-USDT", "candles:BTC-USDT:1m"]
+    await wild.send_json({"op": "subscribe", "channels": ["prices:*"]})
+    await receive_until(wild, lambda b: b.get("op") == "subscribed")
+
+    now = int(time.time() * 1000) + 50_000_000
+    settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    async with kafka_producer(settings) as publisher:
+        await publisher.publish(TICKS, tick("BTC-USDT", "71000.5", now), key="BTC-USDT")
+        await publisher.publish(TICKS, tick("ETH-USDT", "3900.25", now), key="ETH-USDT")
+        await publisher.publish(
+            CANDLES,
+            Candle(
+                symbol="BTC-USDT",
+                source="replay",
+                interval="1m",
+                open_time=60_000 * 100,
+                close_time=60_000 * 101 - 1,
+                open="1",
+                high="2",
+                low="0.5",
+                close="1.5",
+                volume="10",
+                closed=True,
+            ),
+            key="BTC-USDT",
+        )
+
+    # Ticks and candles are different topics: either may arrive first.
+    latest: dict[str, Any] = {}
+
+    def both_seen(body: dict[str, Any]) -> bool:
+        latest[body.get("channel", "")] = body.get("data")
+        price = latest.get("prices:BTC-USDT") or {}
+        return price.get("price") == "71000.5" and "candles:BTC-USDT:1m" in latest
+
+    await receive_until(exact, both_seen)
+    assert latest["candles:BTC-USDT:1m"]["close"] == "1.5"
+    eth = await receive_until(wild, lambda b: b.get("channel") == "prices:ETH-USDT")
+    assert eth["data"]["price"] == "3900.25"
+    await exact.close()
+    await wild.close()
+
+
+async def test_protocol_errors_auth_and_limits(make_client: Any) -> None:
+    client = await make_client(ws_max_subscriptions=2)
+    user = await signup(client)
+    ws = await client.ws_connect("/ws")
+    await ws.send_str("not json")
+    assert (await ws.receive_json(timeout=5))["op"] == "error"
+    await ws.send_json({"op": "subscribe", "channels": ["prices:NOPE-USD"]})
+    assert "unknown symbol" in (await ws.receive_json(timeout=5))["error"]
+    await ws.send_json({"op": "subscribe", "channels": ["alerts"]})
+    assert "authenticate" in (await ws.receive_json(timeout=5))["error"]
+    await ws.send_json({"op": "auth", "token": "forged.token.value"})
+    assert (await ws.receive_json(timeout=5))["op"] == "error"
+    await ws.send_json({"op": "auth", "token": user["access_token"]})
+    assert (await ws.receive_json(timeout=5))["op"] == "authenticated"
+    await ws.send_json({"op": "subscribe", "channels": ["alerts", "portfolio", "prices:*"]})
+    assert "at most 2" in (await ws.receive_json(timeout=5))["error"]
+    await ws.send_json({"op": "subscribe", "channels": ["alerts"]})
+    assert (await ws.receive_json(timeout=5))["op"] == "subscribed"
+    await ws.send_json({"op": "ping"})
+    assert (await ws.receive_json(timeout=5))["op"] == "pong"
+    await ws.send_str("x" * 10_000)  # over WS_MAX_MESSAGE_BYTES: the server closes
+    msg = await ws.receive(timeout=5)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+    await ws.close()

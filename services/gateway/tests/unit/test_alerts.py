@@ -1,0 +1,150 @@
+"""The alert rules and the webhook address check, with plain data."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from tickwatch_gateway.alerts import (
+    AlertInvalid,
+    AlertSpec,
+    address_allowed,
+    check_rules,
+    check_webhook_target,
+    effective_status,
+)
+
+NOW = 1_800_000_000_000
+KNOWN = {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETH-USDT"}
+
+
+def known(raw: str) -> str | None:
+    return KNOWN.get(raw.upper().replace("-", ""))
+
+
+def fields(spec: AlertSpec) -> list[str]:
+    with pytest.raises(AlertInvalid) as caught:
+        check_rules(spec, known_symbol=known, now_ms=NOW)
+    return [e.field for e in caught.value.errors]
+
+
+def above(**changes: object) -> AlertSpec:
+    values: dict[str, object] = {
+        "symbol": "BTC-USDT",
+        "condition": "above",
+        "target_price": Decimal("70000"),
+    }
+    values.update(changes)
+    return AlertSpec(**values)  # type: ignore[arg-type]
+
+
+def test_a_valid_alert_gets_its_canonical_symbol() -> None:
+    spec = check_rules(above(symbol="btcusdt"), known_symbol=known, now_ms=NOW)
+    assert spec.symbol == "BTC-USDT"
+
+
+def test_each_broken_rule_names_its_field() -> None:
+    assert fields(above(symbol="DOGE-XYZ")) == ["symbol"]
+    assert fields(above(target_price=None)) == ["target_price"]
+    assert fields(above(target_price=Decimal(0))) == ["target_price"]
+    assert fields(above(target_price=Decimal(-1))) == ["target_price"]
+    assert fields(above(pct=Decimal(5))) == ["pct"]
+    assert fields(above(window_seconds=60)) == ["window_seconds"]
+    assert fields(above(cooldown_seconds=-1)) == ["cooldown_seconds"]
+    assert fields(above(channels=())) == ["channels"]
+    assert fields(above(channels=("email", "email"))) == ["channels"]
+    assert fields(above(channels=("webhook",))) == ["webhook_url"]
+    assert fields(above(webhook_url="https://93.184.216.34/")) == ["webhook_url"]
+    assert fields(above(channels=("webhook",), webhook_url="ftp://x/")) == ["webhook_url"]
+    assert fields(above(expires_at_ms=NOW - 1)) == ["expires_at"]
+
+
+def test_pct_change_needs_a_percentage_and_a_window_instead_of_a_target() -> None:
+    pct = above(condition="pct_change", target_price=None, pct=Decimal(5), window_seconds=3600)
+    assert check_rules(pct, known_symbol=known, now_ms=NOW).pct == Decimal(5)
+    assert fields(above(condition="pct_change")) == ["target_price", "pct", "window_seconds"]
+    assert fields(AlertSpec("BTC-USDT", "pct_change", pct=Decimal(0), window_seconds=0)) == [
+        "pct",
+        "window_seconds",
+    ]
+
+
+def test_a_past_expiry_is_allowed_when_not_checked_or_not_active() -> None:
+    spec = above(expires_at_ms=NOW - 1)
+    assert check_rules(spec, known_symbol=known, now_ms=NOW, check_expiry=False)
+    assert check_rules(
+        above(expires_at_ms=NOW - 1, status="paused"), known_symbol=known, now_ms=NOW
+    )
+
+
+def test_effective_status_expires_active_and_paused_alerts() -> None:
+    assert effective_status("active", NOW - 1, NOW) == "expired"
+    assert effective_status("paused", NOW, NOW) == "expired"
+    assert effective_status("active", NOW + 1, NOW) == "active"
+    assert effective_status("triggered", NOW - 1, NOW) == "triggered"
+    assert effective_status("active", None, NOW) == "active"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "2002:7f00:1::",
+        "not an address",
+    ],
+)
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert not address_allowed(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert address_allowed(address)
+
+
+async def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+    async def resolve(host: str) -> list[str]:
+        if host not in table:
+            raise OSError("no such host")
+        return table[host]
+
+    return resolve
+
+
+async def test_webhook_hosts_are_resolved_and_every_address_must_be_public() -> None:
+    resolve = await resolver(
+        {
+            "hooks.example.com": ["93.184.216.34"],
+            "rebind.example.com": ["93.184.216.34", "10.0.0.1"],
+            "metadata.example.com": ["169.254.169.254"],
+        }
+    )
+
+    async def check(url: str, allow: bool = False) -> str | None:
+        return await check_webhook_target(url, allow_private=allow, resolve=resolve)
+
+    assert await check("https://hooks.example.com/x") is None
+    assert await check("http://93.184.216.34:8080/x") is None
+    assert "private" in (await check("https://rebind.example.com/x") or "")
+    assert "private" in (await check("https://metadata.example.com/") or "")
+    assert "private" in (await check("http://127.0.0.1:9000/") or "")
+    assert "private" in (await check("http://[::1]/") or "")
+    assert "private" in (await check("http://localhost/") or "")
+    assert "private" in (await check("http://a.localhost/") or "")
+    assert "resolve" in (await check("https://nowhere.example.com/") or "")
+    assert "http" in (await check("file:///etc/passwd") or "")
+    assert "credentials" in (await check("https://u:p@hooks.example.com/") or "")
+    # The setting for development lets private addresses through, never other schemes.
+    assert await check("http://127.0.0.1:9000/", allow=True) is None
+    assert await check("gopher://127.0.0.1/", allow=True) is not None

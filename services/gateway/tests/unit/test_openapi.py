@@ -1,0 +1,38 @@
+"""The OpenAPI document is generated from the declared routes and their models."""
+
+from __future__ import annotations
+
+from tickwatch_gateway.app import build_api
+from tickwatch_gateway.openapi import docs_page
+
+
+def test_every_operation_is_documented_with_its_models() -> None:
+    api = build_api()
+    doc = api.document("Tickwatch", "test")
+    assert doc["openapi"] == "3.1.0"
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    declared = {(op.method, api.prefix + op.path) for op in api.operations}
+    assert documented == declared
+    price = doc["paths"]["/api/v1/prices/{symbol}"]["get"]
+    assert price["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Price"
+    }
+    assert set(doc["components"]["schemas"]["Price"]["properties"]) == {
+        "symbol",
+        "price",
+        "source",
+        "ts",
+        "change_24h_pct",
+        "volume_24h",
+    }
+    register = doc["paths"]["/api/v1/auth/register"]["post"]
+    assert {"413", "415", "422", "429"} <= set(register["responses"])
+    assert doc["paths"]["/api/v1/api-keys"]["post"]["security"] == [{"bearerAuth": []}]
+
+
+def test_the_docs_page_lists_every_path_without_outside_resources() -> None:
+    doc = build_api().document("Tickwatch", "test")
+    page = docs_page(doc)
+    for path in doc["paths"]:
+        assert path in page
+    assert "https://" not in page

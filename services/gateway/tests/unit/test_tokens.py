@@ -1,0 +1,104 @@
+"""Access-token verification refuses every forgery and misuse we know of."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from tickwatch_gateway.tokens import InvalidToken, TokenIssuer, hash_password, verify_password
+
+SECRET = "unit-secret-0123456789-abcdefghijklmnop"
+ISSUER = TokenIssuer(SECRET, "tickwatch", "tickwatch-api", 900)
+
+
+def claims(**overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "iss": "tickwatch",
+        "aud": "tickwatch-api",
+        "sub": "user-1",
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j",
+        "typ": "access",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_a_fresh_token_verifies_to_its_subject() -> None:
+    assert ISSUER.verify(ISSUER.issue("user-1")).user_id == "user-1"
+
+
+def test_alg_none_is_refused() -> None:
+    token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}."
+    with pytest.raises(InvalidToken):
+        ISSUER.verify(token)
+
+
+def test_expired_token_is_refused() -> None:
+    token = ISSUER.issue("user-1", now=time.time() - 3600)
+    with pytest.raises(InvalidToken, match="expired"):
+        ISSUER.verify(token)
+
+
+def test_token_signed_with_another_key_is_refused() -> None:
+    token = jwt.encode(
+        claims(),
+        "another-secret-0123456789-abcdefghijkl-0123456789-abcdefghij-xyz",
+        algorithm="HS256",
+    )
+    with pytest.raises(InvalidToken):
+        ISSUER.verify(token)
+
+
+def test_tampered_payload_is_refused() -> None:
+    header, _, signature = ISSUER.issue("user-1").split(".")
+    forged = f"{header}.{b64(claims(sub='admin'))}.{signature}"
+    with pytest.raises(InvalidToken):
+        ISSUER.verify(forged)
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+def test_other_algorithms_are_refused_even_with_the_right_key() -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS512")
+    with pytest.raises(InvalidToken):
+        ISSUER.verify(token)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"typ": "refresh"},
+        {"typ": None},
+        {"aud": "someone-else"},
+        {"iss": "someone-else"},
+        {"sub": None},
+        {"exp": None},
+        {"iat": None},
+        {"iat": int(time.time()) + 3600, "exp": int(time.time()) + 7200},
+    ],
+)
+def test_wrong_or_missing_claims_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(InvalidToken):
+        ISSUER.verify(jwt.encode(claims(**bad), SECRET, algorithm="HS256"))
+
+
+def test_an_opaque_refresh_token_is_not_an_access_token() -> None:
+    with pytest.raises(InvalidToken):
+        ISSUER.verify("b2pYbGxqZ2tqZ2tqZ2tqZ2tqZ2tqZ2tqZ2tqZ2tqZ2s")
+
+
+def test_passwords_verify_only_themselves() -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("$argon2id$")
+    assert verify_password(stored, "correct horse")
+    assert not verify_password(stored, "wrong horse")
+    assert not verify_password(None, "correct horse")
