@@ -10,6 +10,13 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 PY := $(CURDIR)/.venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
+# The pure cores (no I/O): matching, normalisation, candles, indicators, roll-ups, alert rules.
+CORE_MODULES := services/alert-engine/src/tickwatch_alert_engine/matching.py \
+  services/ingestor/src/tickwatch_ingestor/normalise.py \
+  services/ingestor/src/tickwatch_ingestor/candles.py \
+  services/gateway/src/tickwatch_gateway/indicators.py \
+  services/gateway/src/tickwatch_gateway/rollup.py \
+  services/gateway/src/tickwatch_gateway/alerts.py
 
 .PHONY: help install run down test test-unit lint bench kafka-up kafka-down test-apache-kafka
 
@@ -39,10 +46,11 @@ test: install ## the whole suite (unit, integration, end to end) against real se
 test-unit: install ## only the tests that need no server
 	"$(PY)" -m pytest --no-servers $(PYTEST_ARGS)
 
-lint: install ## ruff check, ruff format --check, mypy --strict on the shared libraries
+lint: install ## ruff check, ruff format --check, mypy --strict on the shared libraries and the pure cores
 	"$(UV)" run --frozen --no-sync ruff check .
 	"$(UV)" run --frozen --no-sync ruff format --check .
 	"$(UV)" run --frozen --no-sync mypy libs/common/src libs/devstack/src
+	"$(UV)" run --frozen --no-sync mypy libs/common/src/tickwatch_common $(CORE_MODULES)
 
 bench: install ## run every bench/*.py in turn (each starts its own servers and prints figures)
 	@shopt -s nullglob; scripts=(bench/*.py)
