@@ -211,6 +211,7 @@ async def test_alert_lifecycle_email_and_signed_webhook_fire_once_with_history(
         "ALERT_ENGINE_GROUP": f"alert-engine-{tag}",
         # notifier
         "NOTIFIER_GROUP": f"notifier-{tag}",
+        "NOTIFIER_ALLOW_PRIVATE_WEBHOOKS": "true",  # the webhook receiver listens on loopback
         "NOTIFIER_OFFSET_RESET": "latest",  # not the triggers other tests left on the topic
         "PUBLIC_BASE_URL": "https://tickwatch.test",
         "MAIL_FROM": "Tickwatch <alerts@tickwatch.test>",

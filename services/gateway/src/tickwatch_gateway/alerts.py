@@ -166,8 +166,8 @@ def address_allowed(address: str) -> bool:
 
 async def check_webhook_target(url: str, *, allow_private: bool, resolve: Resolver) -> str | None:
     """Why the webhook at ``url`` must be refused (its syntax, or a host that is or resolves to a
-    non-public address); ``None`` when it may be called. The notifier checks again when sending,
-    since a name can resolve differently later."""
+    non-public address); ``None`` when it may be called. The notifier checks again when it
+    connects (its PublicOnlyResolver), since a name can resolve differently later."""
     problem = webhook_url_syntax(url)
     if problem or allow_private:
         return problem

@@ -17,7 +17,13 @@ from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
 from tickwatch_common.topics import ALERTS_TRIGGERED
 
-from tickwatch_notifier.channels import Channel, SendGridEmail, SmtpEmail, Webhook
+from tickwatch_notifier.channels import (
+    Channel,
+    SendGridEmail,
+    SmtpEmail,
+    Webhook,
+    guarded_connector,
+)
 from tickwatch_notifier.consumer import TriggerConsumer
 from tickwatch_notifier.deliveries import MIGRATIONS, SCHEMA, DeliveryLog
 from tickwatch_notifier.dispatcher import Dispatcher, Limits
@@ -73,10 +79,16 @@ async def running_notifier(
         pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
         publisher = await stack.enter_async_context(kafka_producer(settings))
         http = await stack.enter_async_context(aiohttp.ClientSession())
+        allow_private = settings.notifier_allow_private_webhooks
+        webhook_http = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=None if allow_private else guarded_connector())
+        )
         templates = Templates(settings.public_base_url)
         channels: dict[str, Channel] = {
             "email": email_channel(settings, templates, http),
-            "webhook": Webhook(http, timeout_s=settings.webhook_timeout_s),
+            "webhook": Webhook(
+                webhook_http, timeout_s=settings.webhook_timeout_s, allow_private=allow_private
+            ),
         }
         dispatcher = Dispatcher(DeliveryLog(pool), publisher, channels, limits(settings))
         stack.push_async_callback(dispatcher.close)

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from dataclasses import dataclass
 from email.utils import parseaddr
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 import aiosmtplib
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from tickwatch_common.events import Trigger, TriggerChannel
 
 from tickwatch_notifier.messages import Templates, email_message, webhook_body
@@ -180,12 +184,72 @@ class SendGridEmail:
             return Outcome("transient", f"SendGrid {type(exc).__name__}: {exc}"[:300])
 
 
-class Webhook:
-    """POST of the trigger as JSON, signed with the alert's secret; no redirects followed."""
+class ForbiddenAddress(OSError):
+    """A webhook host that is, or resolves to, a loopback, private or link-local address."""
 
-    def __init__(self, http: aiohttp.ClientSession, *, timeout_s: float = 5.0) -> None:
+
+def public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves like aiohttp does, then drops every non-public address.
+
+    The gateway checks a webhook's host when the alert is saved; this checks again at connect
+    time, on the very addresses the connection will use, so a name that later resolves to an
+    internal address (DNS rebinding) is refused too.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self.inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = [
+            r for r in await self.inner.resolve(host, port, family) if public_address(r["host"])
+        ]
+        if not results:
+            raise ForbiddenAddress(f"{host!r} resolves to no public address")
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def guarded_connector(inner: AbstractResolver | None = None) -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(resolver=PublicOnlyResolver(inner))
+
+
+def literal_host_refused(url: str) -> str | None:
+    """aiohttp skips the resolver for literal IPs and we refuse ``localhost`` names outright."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "webhook host is loopback"
+    try:
+        if not public_address(host):
+            return "webhook host is not a public address"
+    except ValueError:
+        pass
+    return None
+
+
+class Webhook:
+    """POST of the trigger as JSON, signed with the alert's secret; no redirects followed.
+
+    Unless ``allow_private``, ``http`` must use :func:`guarded_connector` so only public
+    addresses are ever connected to.
+    """
+
+    def __init__(
+        self, http: aiohttp.ClientSession, *, timeout_s: float = 5.0, allow_private: bool = False
+    ) -> None:
         self.http = http
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.allow_private = allow_private
 
     def destination(self, channel: TriggerChannel) -> str:
         return f"webhook:{urlsplit(channel.url or '').netloc}"
@@ -195,6 +259,8 @@ class Webhook:
             return Outcome("permanent", "webhook channel without a URL")
         if not channel.secret:
             return Outcome("permanent", "webhook channel without a signing secret")
+        if not self.allow_private and (refused := literal_host_refused(channel.url)):
+            return Outcome("permanent", refused)
         body = webhook_body(trigger)
         timestamp = str(int(time.time()))
         headers = {
@@ -209,5 +275,21 @@ class Webhook:
                 channel.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
             ) as resp:
                 return http_outcome(resp.status, await resp.text())
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(_root_cause(exc), ForbiddenAddress):
+                return Outcome("permanent", f"webhook refused: {_root_cause(exc)}"[:300])
+            return Outcome("transient", f"webhook {type(exc).__name__}: {exc}"[:300])
         except (aiohttp.ClientError, TimeoutError) as exc:
             return Outcome("transient", f"webhook {type(exc).__name__}: {exc}"[:300])
+
+
+def _root_cause(exc: BaseException) -> Any:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ForbiddenAddress):
+            return seen
+        os_error = getattr(seen, "os_error", None)
+        if isinstance(os_error, ForbiddenAddress):
+            return os_error
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -34,6 +34,11 @@ class Settings(KafkaSettings, PostgresSettings):
     sendgrid_timeout_s: float = 10.0
 
     webhook_timeout_s: float = 5.0
+    notifier_allow_private_webhooks: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback/private addresses (development only). Off, every"
+        " address a webhook host resolves to at connect time must be public (SSRF, DNS rebinding)",
+    )
     public_base_url: str = "http://localhost:8080"
 
     notifier_max_concurrent: int = Field(default=50, description="Sends in flight at once")

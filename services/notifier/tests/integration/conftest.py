@@ -88,6 +88,7 @@ def notifier_settings(stack: Any, fresh_database: str) -> Settings:
         smtp_port=stack.smtp_port,
         mail_from="Tickwatch <alerts@tickwatch.test>",
         public_base_url="https://tickwatch.test",
+        notifier_allow_private_webhooks=True,  # the test receivers listen on loopback
         notifier_retry_base_s=0.05,
         notifier_retry_cap_s=0.2,
         notifier_sweep_interval_s=0.5,

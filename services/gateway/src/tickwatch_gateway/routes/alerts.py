@@ -164,7 +164,12 @@ class AlertOut(BaseModel):
 class AlertWithSecret(AlertOut):
     webhook_secret: str | None = Field(
         default=None,
-        description="The webhook signing secret; answered once, when the alert gets a webhook",
+        description=(
+            "The webhook signing secret; answered once, when the alert gets a webhook. Each"
+            " webhook POST carries `X-Tickwatch-Timestamp` (epoch seconds), `X-Tickwatch-Event-Id`"
+            " and `X-Tickwatch-Signature: sha256=<hex>`, the HMAC-SHA256 under this secret of"
+            " `<timestamp>.<raw body>`; compare in constant time and reject old timestamps."
+        ),
     )
 
 
