@@ -34,7 +34,16 @@ from tickwatch_gateway.openapi import Api, add_docs_routes
 from tickwatch_gateway.pricebook import PriceBook
 from tickwatch_gateway.problems import MAX_BODY, problem_middleware
 from tickwatch_gateway.ratelimit import RateLimiter
-from tickwatch_gateway.routes import alerts, api_keys, auth, history, indicators, prices, ws
+from tickwatch_gateway.routes import (
+    alerts,
+    api_keys,
+    auth,
+    dashboard,
+    history,
+    indicators,
+    prices,
+    ws,
+)
 from tickwatch_gateway.settings import Settings
 from tickwatch_gateway.state import (
     ACCOUNTS,
@@ -93,6 +102,7 @@ def build_app(settings: Settings) -> web.Application:
     api = build_api()
     api.mount(app)
     ws.add_routes(app)
+    dashboard.add_routes(app)
     add_docs_routes(app, api, "Tickwatch", VERSION)
     add_ops_routes(app, SERVICE, readiness_checks(app))
     app.cleanup_ctx.append(resources)
