@@ -26,17 +26,13 @@ from tickwatch_ingestor.normalise import (
     streams_for,
 )
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures"
-if not FIXTURES.exists():  # the repo checked out beside shared/
-    FIXTURES = Path(__file__).resolve().parents[5] / "shared" / "fixtures"
+# The team's documented wire-format samples, copied into the repo so every checkout has them.
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BTC = Market("BTC-USDT", "BTC", "USDT", "BTCUSDT")
 
 
 def fixture(name: str) -> object:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"fixture {path} not present")
-    return json.loads(path.read_text(), parse_float=Decimal)
+    return json.loads((FIXTURES / name).read_text(), parse_float=Decimal)
 
 
 decimal_strings = st.builds(

@@ -1,6 +1,6 @@
 """Local servers that speak the Binance and CoinGecko protocols, for tests and benchmarks.
 
-Built from the wire-format samples in ``shared/fixtures``; nothing here is imported by the
+Built from the wire-format samples in ``services/ingestor/tests/fixtures`` (the team's documented samples); nothing here is imported by the
 service itself.
 """
 
