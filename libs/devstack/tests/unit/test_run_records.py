@@ -27,22 +27,22 @@ def eventually(predicate: Callable[[], bool], timeout_s: float = 10) -> bool:
 def test_a_record_is_alive_only_while_its_process_runs_the_recorded_command(
     tmp_path: Path,
 ) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
-        assert eventually(Record("sleeper", proc.pid, "time.sleep").alive)
+        assert eventually(Record("sleeper", proc.pid, "signal.pause").alive)
         # A recycled pid running something else is not ours to kill.
         assert not Record("sleeper", proc.pid, "tickwatch_gateway").alive()
     finally:
         proc.kill()
         proc.wait()
-    assert not Record("sleeper", proc.pid, "time.sleep").alive()
+    assert not Record("sleeper", proc.pid, "signal.pause").alive()
 
 
 def test_stop_recorded_ends_every_recorded_process_group_and_forgets_them(tmp_path: Path) -> None:
     run_dir = RunDir(tmp_path / "run")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", f"import time; time.sleep(60)  # child {i}"],
+            [sys.executable, "-c", f"import signal; signal.pause()  # child {i}"],
             start_new_session=True,
         )
         for i in range(2)
