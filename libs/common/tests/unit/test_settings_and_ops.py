@@ -64,3 +64,13 @@ def test_backoff_grows_to_its_cap_with_jitter() -> None:
     assert delays[-1] >= 0.5
     backoff.reset()
     assert backoff.next_delay() <= 0.1
+
+
+def test_retry_after_is_read_in_seconds_or_falls_back() -> None:
+    from tickwatch_common.backoff import retry_after_seconds
+
+    assert retry_after_seconds({"Retry-After": "7"}, 1.0) == 7.0
+    assert retry_after_seconds({"Retry-After": "-3"}, 1.0) == 0.0
+    assert retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 1.0) == 1.0
+    assert retry_after_seconds({}, None) is None
+    assert retry_after_seconds(None, 2.0) == 2.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from tickwatch_common.backoff import Backoff
+from tickwatch_common.backoff import Backoff, retry_after_seconds
 
 from tickwatch_ingestor.metrics import REST_RETRIES, REST_USED_WEIGHT
 from tickwatch_ingestor.normalise import INTERVAL_MS
@@ -33,14 +33,6 @@ class BinanceRestError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def retry_after_s(headers: Any, default: float) -> float:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else default
-    except ValueError:
-        return default
 
 
 class BinanceRest:
@@ -105,7 +97,9 @@ class BinanceRest:
                     self._note_weight(resp.headers)
                     last_status = resp.status
                     if resp.status in (429, 418):
-                        wait = retry_after_s(resp.headers, 60.0 if resp.status == 418 else 1.0)
+                        wait = retry_after_seconds(
+                            resp.headers, 60.0 if resp.status == 418 else 1.0
+                        )
                         REST_RETRIES.labels("binance", str(resp.status)).inc()
                         log.warning(
                             "binance_rate_limited",

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from tickwatch_common.backoff import Backoff
+from tickwatch_common.backoff import Backoff, retry_after_seconds
 from tickwatch_common.events.base import now_ms
 
 from tickwatch_ingestor.metrics import MESSAGES_REJECTED, REST_RETRIES
@@ -101,13 +101,13 @@ class CoinGeckoClient:
                 if resp.status == 429:
                     raise CoinGeckoError(
                         "rate limited (429)",
-                        retry_after_s=_retry_after(resp.headers, 60.0),
+                        retry_after_s=retry_after_seconds(resp.headers, 60.0),
                         status=429,
                     )
                 if resp.status >= 500:
                     raise CoinGeckoError(
                         f"HTTP {resp.status}",
-                        retry_after_s=_retry_after(resp.headers, None),
+                        retry_after_s=retry_after_seconds(resp.headers, None),
                         status=resp.status,
                     )
                 if resp.status >= 400:
@@ -138,16 +138,6 @@ class CoinGeckoClient:
         return await self.get_json(
             f"/coins/{coin_id}/ohlc", {"vs_currency": "usd", "days": str(days)}
         )
-
-
-def _retry_after(headers: Any, default: float | None) -> float | None:
-    value = headers.get("Retry-After")
-    if value is None:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return default
 
 
 class CoinGeckoPoller:
