@@ -370,7 +370,7 @@ class BinanceSource:
         if out.candle is not None:
             sink.add_candle(out.candle)
         if sink.full:
-            await sink.flush()
+            await sink.pause()
         if out.duplicate:
             DUPLICATES_DROPPED.labels("binance").inc()
         if out.agg_gap:
