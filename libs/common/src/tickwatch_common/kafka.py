@@ -248,6 +248,20 @@ async def consume(
                 await consumer.commit({tp: records[-1].offset + 1})
 
 
+async def stop_consuming(
+    task: asyncio.Task[None], stop: asyncio.Event, grace_s: float = 10.0
+) -> None:
+    """Let :func:`consume` finish the batch in hand (so it is committed, not replayed), then
+    cancel it if it has not stopped within ``grace_s``."""
+    stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace_s)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 async def _bind_and_handle(handle_batch: BatchHandler, batch: list[Delivered]) -> None:
     cid = batch[-1].headers.get(CORRELATION_HEADER)
     with structlog.contextvars.bound_contextvars(correlation_id=cid):

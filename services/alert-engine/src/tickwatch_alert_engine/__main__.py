@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from tickwatch_common.checks import kafka_check, postgres_check
-from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer
+from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer, stop_consuming
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, CheckResult, ops_server
 from tickwatch_common.postgres import migrate, postgres_pool
@@ -90,14 +90,7 @@ async def running_engine(
         finally:
             # Finish the batch in hand (a cancelled batch is replayed, which is safe but
             # republishes its triggers), then leave the group.
-            stop.set()
-            task = worker.task
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 10)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_consuming(worker.task, stop)
             with contextlib.suppress(Exception):
                 await worker.flush()  # fewer ticks to replay at the next start
 

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from tickwatch_common.checks import kafka_check, postgres_check
-from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer
+from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer, stop_consuming
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, CheckResult, ops_server
 from tickwatch_common.postgres import migrate, postgres_pool
@@ -124,15 +124,8 @@ async def running_notifier(
         try:
             yield worker
         finally:
-            stop.set()
             sweeper.cancel()
-            task = worker.task
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 10)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_consuming(worker.task, stop)
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
 
