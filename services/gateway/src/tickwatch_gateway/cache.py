@@ -128,3 +128,18 @@ class ResponseCache:
             await r.set(self.guard.prefix + "cache:" + key, value, ex=self.ttl_s)
 
         await self.guard.call(setex, None)
+
+    async def read_through(
+        self, kind: str, symbol: str, query: str, compute: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        """The cached answer for ``query`` at the symbol's current candle version, or the
+        computed one (stored for next time). A new candle bumps the version, so stale answers
+        are never read; without Redis every call computes."""
+        version = await self.version(symbol)
+        key = f"{kind}:{symbol}:{query}:v{version}"
+        body = await self.get(key) if version is not None else None
+        if body is None:
+            body = await compute()
+            if version is not None:
+                await self.set(key, body)
+        return body

@@ -95,11 +95,8 @@ async def bars_for(
 async def get_history(request: web.Request) -> web.Response:
     query = parse_query(request, HistoryQuery)
     symbol = resolve_symbol(request.app[SYMBOLS], request.match_info["symbol"])
-    cache = request.app[CACHE]
-    version = await cache.version(symbol)
-    key = f"history:{symbol}:{query.model_dump_json()}:v{version}"
-    body = await cache.get(key) if version is not None else None
-    if body is None:
+
+    async def compute() -> bytes:
         source, bars = await bars_for(
             request, symbol, query.source, query.interval, query.start, query.end, query.limit
         )
@@ -111,8 +108,11 @@ async def get_history(request: web.Request) -> web.Response:
                 "items": [bar_json(b) for b in bars],
             }
         ).encode()
-        if version is not None:
-            await cache.set(key, body)
+        return body
+
+    body = await request.app[CACHE].read_through(
+        "history", symbol, query.model_dump_json(), compute
+    )
     return cached_json(request, body, max_age=MAX_AGE_S)
 
 

@@ -73,11 +73,8 @@ async def get_indicators(request: web.Request) -> web.Response:
     query = parse_query(request, IndicatorQuery)
     specs = indicators.parse_specs(query.indicators)
     symbol = resolve_symbol(request.app[SYMBOLS], request.match_info["symbol"])
-    cache = request.app[CACHE]
-    version = await cache.version(symbol)
-    key = f"indicators:{symbol}:{query.model_dump_json()}:v{version}"
-    body = await cache.get(key) if version is not None else None
-    if body is None:
+
+    async def compute() -> bytes:
         source, bars = await bars_for(
             request, symbol, query.source, query.interval, None, None, query.limit
         )
@@ -104,8 +101,11 @@ async def get_indicators(request: web.Request) -> web.Response:
                 "indicators": out,
             }
         ).encode()
-        if version is not None:
-            await cache.set(key, body)
+        return body
+
+    body = await request.app[CACHE].read_through(
+        "indicators", symbol, query.model_dump_json(), compute
+    )
     return cached_json(request, body, max_age=MAX_AGE_S)
 
 
