@@ -4,19 +4,27 @@ Ticks and alert changes are co-partitioned by symbol and consumed with the range
 replica that owns partition ``p`` of ``market.ticks.v1`` also owns partition ``p`` of
 ``alerts.changes.v1``: it holds exactly the alerts its ticks can fire.
 
-On every (re)assignment the replica starts from nothing: trigger state and last prices of the
-assigned partitions come from Postgres, the alerts from ``alerts.changes.v1`` read from the
-beginning to its end offset, and each tick partition is positioned at the next offset recorded in
-Postgres (on first sight, the partition's current end). Kafka's committed offsets are only
-informational (lag); Postgres holds the position that agrees with the state.
+On every (re)assignment the replica starts from nothing: trigger state, last prices and
+``pct_change`` window samples of the assigned partitions come from Postgres, the alerts from
+``alerts.changes.v1`` read from the beginning to its end offset, and each tick partition is
+positioned at the next offset recorded in Postgres (on first sight, the partition's current end).
+Kafka's committed offsets are only informational (lag); Postgres holds the position that agrees
+with the state.
 
 Per tick batch: match; when something fired, publish the triggers and wait for the broker's
-acknowledgements, then record the fired alerts' states, the partition's last prices and its next
-offset in one transaction, and only then return (commit). A batch that fires nothing is recorded
-at most every ``checkpoint_s`` (and on revocation and shutdown). A crash replays from the last
-record, which holds exactly the state that went with that offset, so the replay fires the same
-alerts with the same sequences (same event ids: the notifier delivers each once) and the last
-price before the crash is the one the replay computes: no crossing is missed or doubled.
+acknowledgements, then record the fired alerts' states, the last prices and window samples of the
+symbols the partition moved and its next offset in one transaction, and only then return
+(commit). A batch that fires nothing is recorded at most every ``checkpoint_s`` (and on
+revocation and shutdown). A crash replays from the last record, which holds exactly the state
+that went with that offset, so the replay fires the same alerts with the same sequences (same
+event ids: the notifier delivers each once) and the last price before the crash is the one the
+replay computes: no crossing is missed or doubled.
+
+``pct_change`` windows follow the same rule: the samples recorded with an offset are the windows
+as they stood at that offset and the replay adds the ticks after it, so a move that spans a
+restart or a rebalance is seen whole. A kill -9 costs only the replay (at most ``checkpoint_s``
+of ticks), never a sample; and no write is added per tick: each record carries the samples of
+the symbols it moved (a window's monotonic deques, usually far fewer entries than its ticks).
 """
 
 from __future__ import annotations
@@ -119,7 +127,10 @@ class AlertEngineWorker:
         engine.preload(await self.store.load_states(owned))
         for symbol, (price, ts) in (await self.store.load_prices(owned)).items():
             engine.index.restore_price(symbol, price, ts)
+        windows = await self.store.load_windows(owned)
         change_ends = await self._replay_changes(engine, owned)
+        for symbol, samples in windows.items():  # the windows exist once their alerts do
+            engine.index.restore_windows(symbol, samples)
         tick_tps = [TopicPartition(TICKS.name, p) for p in sorted(tick_parts)]
         ends = await self.consumer.end_offsets(tick_tps) if tick_tps else {}
         offsets = await self.store.tick_offsets(
@@ -207,7 +218,10 @@ class AlertEngineWorker:
                     return  # fetched before a seek (rebuild): the consumer reads it again
                 try:
                     await self._handle(batch)
-                except Exception:
+                except BaseException:
+                    # Cancelled too (SIGTERM cancels the consume task, whatever it is doing):
+                    # triggers may be out without their record, so the flush on the way out
+                    # must not record this state's offset without those fired states.
                     self._stale = True
                     raise
                 return
@@ -269,12 +283,16 @@ class AlertEngineWorker:
         next_offset = self.next_offsets.get(partition)
         if next_offset is None:
             return
+        index = self.engine.index
         prices: dict[str, tuple[Decimal, int]] = {}
+        windows: dict[str, list[tuple[int, Decimal]]] = {}
         for symbol in self._dirty.get(partition, ()):
-            last_price = self.engine.index.last_price(symbol)
+            last_price = index.last_price(symbol)
             if last_price is not None:
                 prices[symbol] = last_price
-        await self.store.save_batch(states, prices, TICKS.name, partition, next_offset)
+            if samples := index.window_samples(symbol):
+                windows[symbol] = samples
+        await self.store.save_batch(states, prices, TICKS.name, partition, next_offset, windows)
         self._dirty.pop(partition, None)
         self._saved_at[partition] = time.monotonic()
         tp = TopicPartition(TICKS.name, partition)

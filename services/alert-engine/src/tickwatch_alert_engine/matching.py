@@ -11,7 +11,8 @@ the alerts at each threshold), so a tick costs O(log n + fired) however many ale
   amortised; the move is ``max((price - min) / min, (max - price) / max) * 100`` and fires every
   alert with ``pct <= move`` (a prefix). Windows are kept at one-second resolution: the window of
   a tick at second ``s`` holds the ticks of seconds ``s - window_seconds .. s``, so each deque
-  holds at most ``window_seconds + 1`` entries.
+  holds at most ``window_seconds + 1`` entries. :meth:`AlertIndex.window_samples` and
+  :meth:`AlertIndex.restore_windows` carry a window's samples over a restart.
 
 Frequency: a ``once`` alert is disarmed after it fires. A ``recurring`` alert leaves the index
 until ``last_fired + cooldown`` (a heap per symbol puts it back); a crossing then needs a new
@@ -312,6 +313,35 @@ class AlertIndex:
         book = self._book(symbol)
         book.last_price = price
         book.clock = max(book.clock, ts)
+
+    def window_samples(self, symbol: str) -> list[tuple[int, Decimal]]:
+        """The ``(second, price)`` samples the symbol's ``pct_change`` windows still hold, oldest
+        first: every price that can still decide a move, which is usually far fewer than the
+        ticks of a window (each deque keeps only the prices no later one has beaten).
+
+        With :meth:`restore_windows` this carries the windows over a restart. Windows of several
+        lengths share one list: each takes back the samples inside its own length, so one that
+        was added after a longer one may get back prices from before it existed (still prices
+        of the last ``window_seconds``), never a price that was not there.
+        """
+        book = self._books.get(symbol)
+        if book is None or not book.windows:
+            return []
+        samples: set[tuple[int, Decimal]] = set()
+        for window in book.windows.values():
+            samples.update(window.mins)
+            samples.update(window.maxs)
+        return sorted(samples)
+
+    def restore_windows(self, symbol: str, samples: list[tuple[int, Decimal]]) -> None:
+        """Refill the symbol's windows (those its alerts have opened) from recorded samples,
+        oldest first, before the symbol's next tick."""
+        book = self._books.get(symbol)
+        if book is None:
+            return
+        for window in book.windows.values():
+            for sec, price in samples:
+                window.push(sec, price)
 
     def drop_symbol(self, symbol: str) -> None:
         """Forget a symbol and its alerts (its partition went to another replica)."""

@@ -1,13 +1,18 @@
-"""The Postgres adapter for trigger state, last prices and tick offsets (schema ``alert_engine``).
+"""The Postgres adapter for trigger state, last prices, window samples and tick offsets
+(schema ``alert_engine``).
 
-One statement per record writes the trigger states that changed, the last price of every
-symbol the batch touched and the next tick offset of the partition, so the three always agree:
-after a crash the engine resumes from exactly the state it had after its last recorded batch.
-Every write is an upsert that never moves a sequence or an offset backwards (idempotent).
+One statement per record writes the trigger states that changed, the last price and the
+``pct_change`` window samples of every symbol the batch touched, and the next tick offset of the
+partition, so they always agree: after a crash the engine resumes from exactly the state it had
+after its last recorded batch. Every write is an upsert that never moves a sequence or an offset
+backwards (idempotent), and a symbol's price and samples are replaced only by a record at the
+same or a later offset of its partition: a replica that lost the partition without noticing yet
+cannot pair a stale price with the newer owner's position.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -50,6 +55,14 @@ class TriggerStore:
             r["symbol"]: (r["price"], r["ts_ms"]) for r in rows if self._owned(r["symbol"], owned)
         }
 
+    async def load_windows(self, owned: set[int]) -> dict[str, list[tuple[int, Decimal]]]:
+        rows = await self.pool.fetch("SELECT symbol, samples::text FROM window_samples")
+        return {
+            r["symbol"]: [(sec, Decimal(price)) for sec, price in json.loads(r["samples"])]
+            for r in rows
+            if self._owned(r["symbol"], owned)
+        }
+
     async def tick_offsets(self, topic: str, defaults: dict[int, int]) -> dict[int, int]:
         """The next offset to process per partition; first sight records ``defaults`` (the end)."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -73,9 +86,11 @@ class TriggerStore:
         topic: str,
         partition: int,
         next_offset: int,
+        windows: dict[str, list[tuple[int, Decimal]]] | None = None,
     ) -> None:
         """One statement (so one transaction and one round trip) for the whole record."""
         rows = list(states)
+        windows = windows or {}
         await self.pool.execute(
             """
             WITH states AS (
@@ -86,10 +101,17 @@ class TriggerStore:
                     armed = excluded.armed, updated_at = now()
                 WHERE trigger_state.sequence <= excluded.sequence
             ), prices AS (
-                INSERT INTO symbol_price (symbol, price, ts_ms)
-                SELECT * FROM unnest($6::text[], $7::numeric[], $8::bigint[])
+                INSERT INTO symbol_price (symbol, price, ts_ms, next_offset)
+                SELECT *, $11::bigint FROM unnest($6::text[], $7::numeric[], $8::bigint[])
                 ON CONFLICT (symbol) DO UPDATE SET price = excluded.price,
-                    ts_ms = excluded.ts_ms, updated_at = now()
+                    ts_ms = excluded.ts_ms, next_offset = excluded.next_offset, updated_at = now()
+                WHERE symbol_price.next_offset <= excluded.next_offset
+            ), windows AS (
+                INSERT INTO window_samples (symbol, samples, next_offset)
+                SELECT *, $11::bigint FROM unnest($12::text[], $13::jsonb[])
+                ON CONFLICT (symbol) DO UPDATE SET samples = excluded.samples,
+                    next_offset = excluded.next_offset, updated_at = now()
+                WHERE window_samples.next_offset <= excluded.next_offset
             )
             INSERT INTO tick_offset (topic, partition, next_offset) VALUES ($9, $10, $11)
             ON CONFLICT (topic, partition) DO UPDATE SET
@@ -107,4 +129,6 @@ class TriggerStore:
             topic,
             partition,
             next_offset,
+            list(windows),
+            [json.dumps([[sec, str(price)] for sec, price in w]) for w in windows.values()],
         )

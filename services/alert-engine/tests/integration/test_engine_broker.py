@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -35,16 +36,38 @@ def aid() -> str:
     return f"a-{uuid.uuid4().hex[:12]}"
 
 
+def assert_sequences_up_to(last: int, fired: list[Any], alert: str) -> None:
+    """Every sequence up to ``last`` fired with its deterministic event id, the last one once."""
+    expected = {n: trigger_event_id(alert, n) for n in range(1, last + 1)}
+    assert {t.sequence: t.event_id for t in fired} == expected
+    assert [t.sequence for t in fired].count(last) == 1
+
+
+async def assigned_with_alerts(
+    worker: Any, harness: Any, alert: tuple[Any, ...], sentinel: tuple[str, str, str], **kw: Any
+) -> None:
+    """Wait for the assignment, publish ``alert`` (id, symbol, condition, target) and then the
+    ``sentinel`` (id, symbol, above-target), and wait until the engine holds both. The
+    sentinel's trigger later tells that every tick published before its own was handled."""
+    await wait_for(worker.assigned.is_set, what="assignment")
+    await harness.alert(*alert, **kw)
+    await harness.alert(sentinel[0], sentinel[1], "above", sentinel[2])
+    await wait_for(lambda: sentinel[0] in worker.engine.alerts, what="alerts loaded")
+
+
 async def test_crossing_published_to_the_broker_fires_exactly_once(
     harness: Any, engine_settings: Settings
 ) -> None:
     symbol = unique_symbol()
     cross, sentinel = aid(), aid()
     async with running_engine(engine_settings, serve_ops=False) as worker:
-        await wait_for(worker.assigned.is_set, what="assignment")
-        await harness.alert(cross, symbol, "crosses_up", "70000", note="breakout")
-        await harness.alert(sentinel, symbol, "above", "90000")
-        await wait_for(lambda: sentinel in worker.engine.alerts, what="alerts loaded")
+        await assigned_with_alerts(
+            worker,
+            harness,
+            (cross, symbol, "crosses_up", "70000"),
+            (sentinel, symbol, "90000"),
+            note="breakout",
+        )
         for price in ["69990", "70010", "70020", "69000", "69500"]:
             await harness.tick(symbol, price)
         await harness.tick(symbol, "90000")  # fires the sentinel: everything before is handled
@@ -187,9 +210,91 @@ async def test_a_batch_that_fails_half_way_is_replayed_from_the_record(
         await harness.tick(symbol, "102")
         await wait_for(lambda: any(t.sequence == 2 for t in harness.fired(alert)), what="second")
 
-    fired = harness.fired(alert)
-    assert {t.sequence: t.event_id for t in fired} == {
-        1: trigger_event_id(alert, 1),
-        2: trigger_event_id(alert, 2),
-    }
-    assert [t.sequence for t in fired].count(2) == 1
+    assert_sequences_up_to(2, harness.fired(alert), alert)
+
+
+@pytest.mark.parametrize("stop", ["graceful", "crash"])
+async def test_a_pct_move_that_spans_a_restart_fires_exactly_once(
+    harness: Any, engine_settings: Settings, stop: str
+) -> None:
+    """5 % within an hour: 100 before the restart, 105.5 after it. A graceful stop records the
+    window at the stop; a crash (nothing flushed) replays the ticks after the last record."""
+    symbol = unique_symbol()
+    move, sentinel = aid(), aid()
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await assigned_with_alerts(
+            worker,
+            harness,
+            (move, symbol, "pct_change", None),
+            (sentinel, symbol, "1000"),
+            pct="5",
+            window_seconds=3600,
+        )
+        await harness.tick(symbol, "100")
+        await wait_for(lambda: worker.engine.index.window_samples(symbol), what="first tick")
+        await harness.tick(symbol, "101")
+        await wait_for(
+            lambda: worker.engine.index.last_price(symbol) == (Decimal("101"), harness.ts),
+            what="second tick",
+        )
+        if stop == "crash":
+
+            async def no_flush() -> None:
+                return None
+
+            worker.flush = no_flush  # type: ignore[method-assign]
+    await harness.tick(symbol, "103")  # while the engine is down
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await wait_for(worker.assigned.is_set, what="assignment after restart")
+        await harness.tick(symbol, "105.5")  # 5.5 % above the 100 from before the restart
+        await harness.tick(symbol, "106")
+        await harness.tick(symbol, "1000")
+        await wait_for(lambda: harness.fired(sentinel), what="sentinel trigger")
+
+    [trigger] = harness.fired(move)
+    assert (trigger.condition, str(trigger.threshold), str(trigger.price)) == (
+        "pct_change",
+        "5",
+        "105.5",
+    )
+    assert trigger.window_seconds == 3600 and trigger.event_id == trigger_event_id(move, 1)
+
+
+async def test_a_batch_cancelled_between_publishing_and_recording_is_replayed_on_restart(
+    harness: Any, engine_settings: Settings
+) -> None:
+    """SIGTERM cancels the consume task wherever it is. Cancelled after its trigger went out
+    but before the record, the batch must be replayed (same event id), not checkpointed past
+    by the flush on the way out, which would lose the fired state: the alert's next firing
+    would then reuse the sequence, and its event id, and be dropped downstream as a duplicate."""
+    symbol = unique_symbol()
+    alert, sentinel = aid(), aid()
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await assigned_with_alerts(
+            worker,
+            harness,
+            (alert, symbol, "crosses_up", "100"),
+            (sentinel, symbol, "1000"),
+            frequency="recurring",
+        )
+        save = worker.store.save_batch
+
+        async def stuck_save(*args: Any, **kw: Any) -> None:
+            if args[0]:  # the record of the firing: the process is stopped before it
+                await asyncio.Event().wait()
+            await save(*args, **kw)
+
+        worker.store.save_batch = stuck_save  # type: ignore[method-assign]
+        await harness.tick(symbol, "99")
+        await harness.tick(symbol, "101")
+        await wait_for(lambda: harness.fired(alert), what="trigger published")
+        assert worker.task is not None
+        worker.task.cancel()
+    async with running_engine(engine_settings, serve_ops=False) as worker:
+        await wait_for(worker.assigned.is_set, what="assignment after restart")
+        await harness.tick(symbol, "99")
+        await harness.tick(symbol, "102")
+        await harness.tick(symbol, "1000")
+        await wait_for(lambda: harness.fired(sentinel), what="sentinel trigger")
+
+    assert_sequences_up_to(2, harness.fired(alert), alert)

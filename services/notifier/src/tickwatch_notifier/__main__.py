@@ -53,6 +53,9 @@ def email_channel(settings: Settings, templates: Templates, http: aiohttp.Client
         starttls=settings.smtp_starttls,
         tls=settings.smtp_tls,
         timeout_s=settings.smtp_timeout_s,
+        pool_size=settings.smtp_pool_size,
+        pool_max_messages=settings.smtp_pool_max_messages,
+        pool_idle_s=settings.smtp_pool_idle_s,
     )
 
 
@@ -84,8 +87,11 @@ async def running_notifier(
             aiohttp.ClientSession(connector=None if allow_private else guarded_connector())
         )
         templates = Templates(settings.public_base_url)
+        email = email_channel(settings, templates, http)
+        if isinstance(email, SmtpEmail):
+            stack.push_async_callback(email.close)  # after the dispatcher's sends have finished
         channels: dict[str, Channel] = {
-            "email": email_channel(settings, templates, http),
+            "email": email,
             "webhook": Webhook(
                 webhook_http, timeout_s=settings.webhook_timeout_s, allow_private=allow_private
             ),

@@ -25,6 +25,7 @@ from aiohttp.resolver import DefaultResolver
 from tickwatch_common.events import Trigger, TriggerChannel
 
 from tickwatch_notifier.messages import Templates, email_message, webhook_body
+from tickwatch_notifier.smtp_pool import PooledSMTP, SmtpPool
 
 SIGNATURE_HEADER = "X-Tickwatch-Signature"
 TIMESTAMP_HEADER = "X-Tickwatch-Timestamp"
@@ -67,7 +68,8 @@ class Channel(Protocol):
 
 
 class SmtpEmail:
-    """Email over SMTP (aiosmtplib): TLS, STARTTLS and login as configured."""
+    """Email over SMTP (aiosmtplib): TLS, STARTTLS and login as configured, on pooled connections
+    (:mod:`tickwatch_notifier.smtp_pool`); :meth:`close` closes the pool."""
 
     def __init__(
         self,
@@ -81,16 +83,34 @@ class SmtpEmail:
         starttls: bool = False,
         tls: bool = False,
         timeout_s: float = 10.0,
+        pool_size: int = 10,
+        pool_max_messages: int = 100,
+        pool_idle_s: float = 30.0,
     ) -> None:
         self.templates = templates
         self.mail_from = mail_from
         self.host, self.port = host, port
-        self.username, self.password = username, password
-        self.starttls, self.tls = starttls, tls
-        self.timeout_s = timeout_s
+
+        def connection() -> PooledSMTP:
+            return PooledSMTP(
+                hostname=host,
+                port=port,
+                username=username or None,
+                password=password or None,
+                use_tls=tls,
+                start_tls=starttls,
+                timeout=timeout_s,
+            )
+
+        self.pool = SmtpPool(
+            connection, size=pool_size, max_messages=pool_max_messages, max_idle_s=pool_idle_s
+        )
 
     def destination(self, channel: TriggerChannel) -> str:
         return f"smtp:{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        await self.pool.close()
 
     async def send(self, trigger: Trigger, channel: TriggerChannel) -> Outcome:
         if not channel.to:
@@ -99,16 +119,7 @@ class SmtpEmail:
             self.templates.render(trigger), mail_from=self.mail_from, to=channel.to, trigger=trigger
         )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username or None,
-                password=self.password or None,
-                use_tls=self.tls,
-                start_tls=self.starttls,
-                timeout=self.timeout_s,
-            )
+            await self.pool.send(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)

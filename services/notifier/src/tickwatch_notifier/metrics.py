@@ -14,3 +14,8 @@ SEND_SECONDS = Histogram(
     ["channel"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SMTP_CONNECTIONS = Counter("notifier_smtp_connections_total", "SMTP connections opened by the pool")
+SMTP_RESENDS = Counter(
+    "notifier_smtp_resends_total",
+    "Sends repeated on a new connection after a pooled one was found dead before DATA",
+)

@@ -27,6 +27,15 @@ class Settings(KafkaSettings, PostgresSettings):
     smtp_starttls: bool = False
     smtp_tls: bool = False
     smtp_timeout_s: float = 10.0
+    smtp_pool_size: int = Field(
+        default=10, ge=1, description="SMTP connections open at most (each reused across e-mails)"
+    )
+    smtp_pool_max_messages: int = Field(
+        default=100, ge=1, description="Messages on one SMTP connection before it is replaced"
+    )
+    smtp_pool_idle_s: float = Field(
+        default=30.0, gt=0, description="How long an unused SMTP connection stays open"
+    )
     mail_from: str = "Tickwatch <alerts@tickwatch.local>"
 
     sendgrid_api_key: str | None = None

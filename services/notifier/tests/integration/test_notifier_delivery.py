@@ -365,3 +365,21 @@ async def test_a_stalled_webhook_host_does_not_hold_up_other_deliveries(
         )
     assert fast == [quick_one.event_id]
     assert sorted(stalled) == sorted(t.event_id for t in slow_ones)
+
+
+async def test_many_emails_reuse_a_few_smtp_connections_closed_with_the_notifier(
+    publisher: Publisher, outcomes: Any, notifier_settings: Settings, counting_smtp: Any
+) -> None:
+    server = counting_smtp()
+    settings = notifier_settings.model_copy(update={"smtp_port": server.port, "smtp_pool_size": 2})
+    triggers = [make_trigger([TriggerChannel(type="email", to=email_to())]) for _ in range(20)]
+    async with running_notifier(settings, serve_ops=False) as worker:
+        await wait_for(worker.assigned.is_set, what="assignment")
+        for trigger in triggers:
+            await send(publisher, trigger)
+        await wait_for(
+            lambda: all("sent" in outcomes.status_of(t.event_id) for t in triggers), what="sent"
+        )
+        assert 1 <= len(server.sessions) <= 2 and server.open == len(server.sessions)
+    await wait_for(lambda: server.open == 0, what="the pool's connections closed")
+    assert len(server.accepted) == 20 and server.quits == len(server.sessions)
