@@ -1,7 +1,8 @@
 """Kafka wiring: producer and consumer as async context managers, and the consume loop.
 
 The consume loop decodes each record with its topic's model, hands valid events to the
-handler, sends malformed records to ``<topic>.dlq`` (with the reason in headers and a metric)
+handler, sends malformed records to ``<topic>.dlq`` (with the reason in headers and a metric;
+a group-less consumer only counts and logs them)
 and commits offsets only after the batch is handled. A handler that raises is retried from the
 same offset after a backoff: nothing is skipped, so handlers must be idempotent.
 """
@@ -21,15 +22,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from tickwatch_common.backoff import Backoff
+from tickwatch_common.cancellation import raise_if_cancelling
 from tickwatch_common.events import Event
 from tickwatch_common.metrics import (
     HANDLE_SECONDS,
     HANDLER_FAILURES,
     MESSAGES_CONSUMED,
     MESSAGES_DEAD_LETTERED,
+    MESSAGES_MALFORMED_SKIPPED,
     MESSAGES_PUBLISHED,
 )
 from tickwatch_common.settings import KafkaSettings
@@ -38,6 +42,7 @@ from tickwatch_common.topics import BY_NAME, Topic, all_topic_specs
 log = structlog.get_logger(__name__)
 
 CORRELATION_HEADER = "correlation_id"
+STOP_TIMEOUT_S = 3.0  # a producer's or consumer's graceful stop, before it is abandoned
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -119,7 +124,7 @@ async def kafka_producer(settings: KafkaSettings, **overrides: Any) -> AsyncIter
     try:
         yield Publisher(producer)
     finally:
-        await producer.stop()
+        await _stop_within("producer", producer.stop, STOP_TIMEOUT_S, _abandon_producer(producer))
 
 
 @asynccontextmanager
@@ -130,7 +135,12 @@ async def kafka_consumer(
     topics: Sequence[Topic] = (),
     **overrides: Any,
 ) -> AsyncIterator[AIOKafkaConsumer]:
-    """A consumer with manual commits. ``group=None`` gives a group-less consumer (fan-out)."""
+    """A consumer with manual commits. ``group=None`` gives a group-less consumer (fan-out).
+
+    Leaving is bounded: a consumer that started is stopped gracefully (the group step in flight
+    finished, the group left) for at most ``STOP_TIMEOUT_S``, and abandoned past that or when
+    cancelled meanwhile; one whose start never finished (with a group, start waits for the
+    join, which takes seconds) is abandoned at once. See :func:`_abandon_consumer`."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "group_id": group,
@@ -143,11 +153,93 @@ async def kafka_consumer(
     }
     options.update(overrides)
     consumer = AIOKafkaConsumer(*[t.name for t in topics], **options)
-    await _start_with_retry(consumer.start, "consumer")
+    abandon = _abandon_consumer(consumer)
+    try:
+        await _start_with_retry(consumer.start, "consumer")
+    except BaseException:
+        await abandon()
+        raise
     try:
         yield consumer
     finally:
-        await consumer.stop()
+        await _stop_within(f"consumer of group {group}", consumer.stop, STOP_TIMEOUT_S, abandon)
+
+
+async def _stop_within(
+    what: str,
+    stop: Callable[[], Awaitable[None]],
+    timeout_s: float,
+    abandon: Callable[[], Awaitable[None]],
+) -> None:
+    """``stop()`` for at most ``timeout_s``, else (or when cancelled meanwhile) ``abandon()``."""
+    stopping = asyncio.ensure_future(stop())
+    try:
+        done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        stopping.cancel()
+        await abandon()
+        raise
+    if done and stopping.exception() is None:
+        return
+    if done:
+        log.warning("kafka_stop_failed", what=what, error=repr(stopping.exception()))
+    else:
+        log.warning("kafka_stop_overran", what=what, timeout_s=timeout_s)
+        stopping.cancel()
+    await abandon()
+
+
+def _abandon_consumer(consumer: AIOKafkaConsumer) -> Callable[[], Awaitable[None]]:
+    """Close ``consumer`` at once: its background tasks cancelled, its connections closed, no
+    goodbyes to the group (the broker drops the member when its session times out).
+
+    aiokafka has no public way to do this: ``stop()`` first waits for the group step in flight
+    (a JoinGroup the broker may hold for a whole rebalance; each request up to the request
+    timeout), then sends LeaveGroup, also up to the request timeout. So this reaches into
+    aiokafka 0.14's coordinator, fetcher and client, defensively (``getattr``)."""
+
+    async def abandon() -> None:
+        consumer._closed = True  # what stop() sets first; also silences "Unclosed consumer"
+        tasks: list[Any] = []
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is not None:
+            closing = getattr(coordinator, "_closing", None)
+            if isinstance(closing, asyncio.Future) and not closing.done():
+                closing.set_result(None)
+            for name in ("_coordination_task", "_heartbeat_task", "_commit_refresh_task"):
+                tasks.append(getattr(coordinator, name, None))
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None:
+            tasks.append(getattr(fetcher, "_fetch_task", None))
+            tasks.extend(getattr(fetcher, "_pending_tasks", ()))
+        await _cancel_and_close([t for t in tasks if t is not None], consumer._client.close)
+
+    return abandon
+
+
+def _abandon_producer(producer: AIOKafkaProducer) -> Callable[[], Awaitable[None]]:
+    """Close ``producer`` at once, dropping what it has not sent (aiokafka 0.14 internals, as
+    for consumers: ``stop()`` waits until every pending batch is delivered or expires)."""
+
+    async def abandon() -> None:
+        producer._closed = True
+        sender = getattr(producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        await _cancel_and_close([task] if task is not None else [], producer.client.close)
+
+    return abandon
+
+
+async def _cancel_and_close(
+    tasks: list[asyncio.Future[Any]], close: Callable[[], Awaitable[None]]
+) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=1.0)
+    with suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await close()
 
 
 async def _start_with_retry(start: Callable[[], Awaitable[None]], what: str) -> None:
@@ -189,15 +281,7 @@ BatchHandler = Callable[[list[Delivered]], Awaitable[None]]
 async def dead_letter(
     publisher: Publisher, record: ConsumerRecord[bytes, bytes], reason: str, error: str
 ) -> None:
-    MESSAGES_DEAD_LETTERED.labels(record.topic, reason).inc()
-    log.warning(
-        "message_dead_lettered",
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        reason=reason,
-        error=error[:500],
-    )
+    _count_malformed(MESSAGES_DEAD_LETTERED, "message_dead_lettered", record, reason, error)
     headers = [
         *list(record.headers or ()),
         ("dlq_reason", reason.encode()),
@@ -207,18 +291,44 @@ async def dead_letter(
     await publisher.send_raw(f"{record.topic}.dlq", record.value, record.key, headers)
 
 
+def _count_malformed(
+    counter: Counter, event: str, record: ConsumerRecord[bytes, bytes], reason: str, error: str
+) -> None:
+    counter.labels(record.topic, reason).inc()
+    log.warning(
+        event,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        reason=reason,
+        error=error[:500],
+    )
+
+
 async def consume(
     consumer: AIOKafkaConsumer,
     handle_batch: BatchHandler,
     *,
-    dlq: Publisher,
+    dlq: Publisher | None,
     commit: bool = True,
     max_records: int = 500,
     stop: asyncio.Event | None = None,
+    after_round: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Decode, hand over, dead-letter the malformed, commit; until cancelled or ``stop`` is set."""
+    """Decode, hand over, dead-letter the malformed, commit; until cancelled or ``stop`` is set.
+
+    ``after_round`` runs once the batches of one fetch (one per partition) are handled: a
+    handler that must wait for something per batch (broker acknowledgements, a database write)
+    can wait once for them all there, so the last partition's batch is not held up by the
+    round trips of the others. If it raises, every batch of the round is fetched again after a
+    backoff, as a failed batch is.
+
+    ``dlq=None`` only counts and logs malformed records: for a group-less consumer, which every
+    replica runs, so that one record is not dead-lettered once per replica (the consumer
+    groups reading the topic dead-letter it once)."""
     backoff = Backoff(initial_s=0.2, cap_s=10.0)
     while stop is None or not stop.is_set():
+        raise_if_cancelling()
         batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
         for tp, records in batches.items():
             good: list[Delivered] = []
@@ -227,7 +337,16 @@ async def consume(
                     good.append(decode(record))
                 except (ValidationError, ValueError, KeyError) as exc:
                     reason = "validation" if isinstance(exc, ValidationError) else "decode"
-                    await dead_letter(dlq, record, reason, str(exc))
+                    if dlq is None:
+                        _count_malformed(
+                            MESSAGES_MALFORMED_SKIPPED,
+                            "malformed_message_skipped",
+                            record,
+                            reason,
+                            str(exc),
+                        )
+                    else:
+                        await dead_letter(dlq, record, reason, str(exc))
             if good:
                 started = time.perf_counter()
                 try:
@@ -246,6 +365,17 @@ async def consume(
                 MESSAGES_CONSUMED.labels(tp.topic).inc(len(good))
             if commit:
                 await consumer.commit({tp: records[-1].offset + 1})
+        if after_round is not None and batches:
+            try:
+                await after_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = backoff.next_delay()
+                log.exception("round_failed", retry_in_s=round(delay, 2))
+                for tp, records in batches.items():
+                    consumer.seek(tp, records[0].offset)
+                await asyncio.sleep(delay)
 
 
 async def stop_consuming(

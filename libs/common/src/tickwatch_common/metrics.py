@@ -12,6 +12,11 @@ MESSAGES_DEAD_LETTERED = Counter(
     "Malformed messages moved to <topic>.dlq",
     ["topic", "reason"],
 )
+MESSAGES_MALFORMED_SKIPPED = Counter(
+    "tickwatch_messages_malformed_skipped_total",
+    "Malformed messages a group-less consumer logged and skipped (its groups dead-letter them)",
+    ["topic", "reason"],
+)
 MESSAGES_PUBLISHED = Counter("tickwatch_messages_published_total", "Events published", ["topic"])
 HANDLER_FAILURES = Counter(
     "tickwatch_handler_failures_total",

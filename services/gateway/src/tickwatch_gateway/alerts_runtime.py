@@ -8,7 +8,6 @@ are :mod:`tickwatch_gateway.routes.alerts`, listed in ``ROUTE_MODULES``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from tickwatch_gateway.alerts_store import AlertStore
 from tickwatch_gateway.feed import start_at_end
 from tickwatch_gateway.outbox import OutboxRelay
 from tickwatch_gateway.settings import Settings
+from tickwatch_gateway.shutdown import stop_tasks
 from tickwatch_gateway.state import HUB, POOL, PUBLISHER, REDIS, SETTINGS, TASKS
 
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
@@ -51,18 +51,14 @@ async def alerts_resources(app: web.Application) -> AsyncIterator[None]:
             record_alert_events(settings, AlertRecorder(store, cache), app), name="alert-events"
         ),
         asyncio.create_task(
-            push_triggers(settings, AlertPush(app[HUB]), positioned, app), name="alert-push"
+            push_triggers(settings, AlertPush(app[HUB]), positioned), name="alert-push"
         ),
     ]
     app[TASKS].extend(tasks)
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(tasks, settings.shutdown_timeout_s)
 
 
 async def record_alert_events(
@@ -76,13 +72,12 @@ async def record_alert_events(
         await consume(consumer, recorder.handle, dlq=app[PUBLISHER])
 
 
-async def push_triggers(
-    settings: Settings, push: AlertPush, positioned: asyncio.Event, app: web.Application
-) -> None:
-    """Every trigger, on every replica, to its owner's WebSocket connections here."""
+async def push_triggers(settings: Settings, push: AlertPush, positioned: asyncio.Event) -> None:
+    """Every trigger, on every replica, to its owner's WebSocket connections here. Malformed
+    records are only logged: :func:`record_alert_events`' group dead-letters them once."""
     async with kafka_consumer(
         settings, group=None, topics=[ALERTS_TRIGGERED], auto_offset_reset="latest"
     ) as consumer:
         await start_at_end(consumer)
         positioned.set()
-        await consume(consumer, push.handle, dlq=app[PUBLISHER], commit=False)
+        await consume(consumer, push.handle, dlq=None, commit=False)

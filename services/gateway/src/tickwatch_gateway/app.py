@@ -9,7 +9,6 @@ Adding a resource's routes is one module under :mod:`tickwatch_gateway.routes` w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -34,6 +33,7 @@ from tickwatch_gateway.openapi import Api, add_docs_routes
 from tickwatch_gateway.pricebook import PriceBook
 from tickwatch_gateway.problems import MAX_BODY, problem_middleware
 from tickwatch_gateway.ratelimit import RateLimiter
+from tickwatch_gateway.revocation import LoginRevocations
 from tickwatch_gateway.routes import (
     alerts,
     api_keys,
@@ -45,6 +45,7 @@ from tickwatch_gateway.routes import (
     ws,
 )
 from tickwatch_gateway.settings import Settings
+from tickwatch_gateway.shutdown import bounded, bounded_exit, stop_tasks
 from tickwatch_gateway.state import (
     ACCOUNTS,
     BOOK,
@@ -55,6 +56,7 @@ from tickwatch_gateway.state import (
     POOL,
     PUBLISHER,
     REDIS,
+    REVOCATIONS,
     SETTINGS,
     SYMBOLS,
     TASKS,
@@ -64,6 +66,7 @@ from tickwatch_gateway.state import (
     CANDLES as CANDLES_STORE,
 )
 from tickwatch_gateway.symbols import SymbolDirectory
+from tickwatch_gateway.tokens import LEEWAY_S as TOKEN_LEEWAY_S
 from tickwatch_gateway.tokens import TokenIssuer
 
 log = structlog.get_logger(__name__)
@@ -111,14 +114,25 @@ def build_app(settings: Settings) -> web.Application:
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
+    """Every stop on the way out is bounded by ``SHUTDOWN_TIMEOUT_S`` (:mod:`shutdown`)."""
     settings = app[SETTINGS]
+    limit = settings.shutdown_timeout_s
     async with AsyncExitStack() as stack:
         await migrate(settings.database_url, SCHEMA, MIGRATIONS)
-        app[POOL] = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
-        redis = await stack.enter_async_context(redis_client(settings))
+        app[POOL] = await stack.enter_async_context(
+            bounded_exit("postgres pool", postgres_pool(settings, SCHEMA), limit)
+        )
+        redis = await stack.enter_async_context(
+            bounded_exit("redis", redis_client(settings), limit)
+        )
         app[REDIS] = guard = RedisGuard(redis, settings.redis_prefix)
         app[CACHE] = ResponseCache(guard, settings.history_cache_ttl_s)
-        app[ACCOUNTS] = AccountStore(app[POOL], settings.refresh_token_ttl_s)
+        app[ACCOUNTS] = AccountStore(
+            app[POOL], settings.refresh_token_ttl_s, settings.api_key_touch_interval_s
+        )
+        app[REVOCATIONS] = LoginRevocations(
+            guard, app[POOL], settings.access_token_ttl_s + TOKEN_LEEWAY_S
+        )
         app[LIMITER] = RateLimiter(
             settings.redis_url,
             guard,
@@ -141,33 +155,29 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         app[FEED] = feed = MarketFeed(app[BOOK], LatestPrices(guard), app[HUB])
         log.info("price_book_warmed", ticks=await feed.warm_up())
         tasks = [
-            asyncio.create_task(feed.run(feed_consumer, publisher), name="market-feed"),
+            asyncio.create_task(feed.run(feed_consumer), name="market-feed"),
             asyncio.create_task(
                 persist_candles(settings, persister, publisher), name="candle-store"
             ),
             asyncio.create_task(app[LIMITER].run(), name="rate-limit-flush"),
         ]
         app[TASKS] = tasks
-        stack.push_async_callback(app[LIMITER].aclose)
-        stack.push_async_callback(_cancel, tasks)
+        stack.push_async_callback(bounded, "rate-limit flush", app[LIMITER].aclose, limit)
+        stack.push_async_callback(stop_tasks, tasks, limit)
         yield
 
 
 async def persist_candles(
     settings: Settings, persister: CandlePersister, publisher: Publisher
 ) -> None:
-    """The candle store's consumer group; joined in the background (a join takes seconds)."""
+    """The candle store's consumer group; joined in the background (a join takes seconds).
+
+    The only consumer of market data here that dead-letters malformed records: it runs in a
+    group, so one replica handles each record (the group-less feed would have every replica
+    dead-letter the same one)."""
     group, topics = settings.candle_consumer_group, [CANDLES]
     async with kafka_consumer(settings, group=group, topics=topics) as consumer:
         await consume(consumer, persister.handle, dlq=publisher)
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 def readiness_checks(app: web.Application) -> list[Check]:

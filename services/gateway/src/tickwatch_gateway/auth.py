@@ -4,7 +4,9 @@ The middleware authenticates ``Authorization: Bearer <access JWT>`` or ``X-API-K
 rate-limit identity (API key, else user, else client IP; login/register/refresh always by IP on
 their stricter budget), counts the request, and adds ``RateLimit-*`` headers to every answer,
 errors included. Handlers then call :func:`require` with what the operation needs; the owner of
-anything is always ``principal.user_id``, the token's subject.
+anything is always ``principal.user_id``, the token's subject. An access token whose login was
+revoked (logout, refresh-token reuse) is refused like an invalid one; only requests that carry
+a bearer token pay for that check (:mod:`tickwatch_gateway.revocation`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Literal
 from aiohttp import web
 
 from tickwatch_gateway.problems import Handler, ProblemError
-from tickwatch_gateway.state import ACCOUNTS, LIMITER, TOKENS
-from tickwatch_gateway.tokens import API_KEY_PREFIX, SCOPES, InvalidToken
+from tickwatch_gateway.revocation import RevocationUnknown
+from tickwatch_gateway.state import ACCOUNTS, LIMITER, REVOCATIONS, TOKENS
+from tickwatch_gateway.tokens import API_KEY_PREFIX, SCOPES, AccessClaims, InvalidToken
 
 PRINCIPAL = web.RequestKey("principal", object)
 AUTH_BUDGET_PATHS = frozenset(
@@ -31,6 +34,7 @@ class Principal:
     scopes: frozenset[str]
     via: Literal["jwt", "api_key"]
     key_id: str | None = None
+    session_id: str | None = None  # the login of an access token
 
     @property
     def identity(self) -> str:
@@ -41,6 +45,25 @@ def unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
+async def verify_access(app: web.Application, token: str) -> AccessClaims:
+    """The claims of a valid access token whose login is not revoked; else a 401 problem
+    (a 503 when whether it is revoked cannot be told)."""
+    try:
+        claims = app[TOKENS].verify(token)
+    except InvalidToken as exc:
+        raise unauthorized(f"invalid access token: {exc}") from None
+    if claims.session_id is not None:
+        try:
+            revoked = await app[REVOCATIONS].is_revoked(claims.session_id)
+        except RevocationUnknown:
+            raise ProblemError(
+                503, "cannot check the access token now; retry", headers={"Retry-After": "1"}
+            ) from None
+        if revoked:
+            raise unauthorized("access token revoked: its login was logged out")
+    return claims
+
+
 async def authenticate(request: web.Request) -> Principal | None:
     authorization = request.headers.get("Authorization")
     api_key = request.headers.get("X-API-Key")
@@ -48,11 +71,8 @@ async def authenticate(request: web.Request) -> Principal | None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization must be 'Bearer <access token>'")
-        try:
-            claims = request.app[TOKENS].verify(token.strip())
-        except InvalidToken as exc:
-            raise unauthorized(f"invalid access token: {exc}") from None
-        return Principal(claims.user_id, frozenset(SCOPES), "jwt")
+        claims = await verify_access(request.app, token.strip())
+        return Principal(claims.user_id, frozenset(SCOPES), "jwt", session_id=claims.session_id)
     if api_key is not None:
         key = None
         if api_key.startswith(API_KEY_PREFIX) and len(api_key) < 200:

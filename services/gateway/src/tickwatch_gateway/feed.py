@@ -3,7 +3,9 @@
 Ticks update the in-memory price book, are written through to Redis and fanned out to
 WebSocket subscribers; candles are fanned out (their persistence is :mod:`candles`' job, in a
 consumer group). Offsets are not committed: a replica starts from the end of each partition
-and fills its book from Redis, which every replica writes through.
+and fills its book from Redis, which every replica writes through. A malformed record is
+counted and logged but not dead-lettered: every replica sees it, and one copy in the DLQ is
+the job of the consumer groups (the candle store here; the alert engine's for ticks).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import structlog
 from aiokafka import AIOKafkaConsumer
 from tickwatch_common.events import Candle, Tick
-from tickwatch_common.kafka import Delivered, Publisher, consume
+from tickwatch_common.kafka import Delivered, consume
 
 from tickwatch_gateway.cache import LatestPrices
 from tickwatch_gateway.clock import iso_from_ms
@@ -72,10 +74,10 @@ class MarketFeed:
                 )
         await self.latest.write(changed.values())
 
-    async def run(self, consumer: AIOKafkaConsumer, dlq: Publisher) -> None:
+    async def run(self, consumer: AIOKafkaConsumer) -> None:
         await start_at_end(consumer)
         self.positioned.set()
-        await consume(consumer, self.handle, dlq=dlq, commit=False)
+        await consume(consumer, self.handle, dlq=None, commit=False)
 
 
 async def start_at_end(consumer: AIOKafkaConsumer, timeout_s: float = 30) -> None:

@@ -23,6 +23,7 @@ import asyncpg
 import structlog
 from prometheus_client import Counter
 from tickwatch_common.backoff import Backoff
+from tickwatch_common.cancellation import raise_if_cancelling
 from tickwatch_common.events import AlertState
 from tickwatch_common.kafka import Publisher
 from tickwatch_common.topics import ALERT_CHANGES
@@ -121,6 +122,7 @@ class OutboxRelay:
         last_purge = 0.0
         try:
             while True:
+                raise_if_cancelling()  # one swallowed by a client library on the way
                 try:
                     if listener is None or listener.is_closed():
                         listener = await self._listen()
@@ -143,8 +145,13 @@ class OutboxRelay:
                     await asyncio.sleep(delay)
                     continue
                 if sent < self.batch_size:
+                    # Not asyncio.wait_for: on Python 3.11 it returns the wake-up and drops a
+                    # cancellation that lands in the same loop iteration as a NOTIFY, and the
+                    # relay then polled on while the app's shutdown waited for it (the rare
+                    # hang in the gateway's cleanup).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                        async with asyncio.timeout(self.poll_interval_s):
+                            await self._wake.wait()
         finally:
             await self._unlisten(listener)
 

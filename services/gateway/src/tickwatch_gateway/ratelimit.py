@@ -32,6 +32,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from prometheus_client import Counter
 from redis.asyncio import Redis
+from tickwatch_common.cancellation import raise_if_cancelling
 
 from tickwatch_gateway.cache import RedisGuard
 
@@ -150,6 +151,7 @@ class FixedWindows:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelling()  # a cancelled flush can return normally (redis-py, 3.11)
             await asyncio.sleep(FLUSH_S)
             try:
                 await self.flush()

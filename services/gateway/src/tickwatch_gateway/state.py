@@ -15,6 +15,7 @@ from tickwatch_gateway.fanout import Hub
 from tickwatch_gateway.feed import MarketFeed
 from tickwatch_gateway.pricebook import PriceBook
 from tickwatch_gateway.ratelimit import RateLimiter
+from tickwatch_gateway.revocation import LoginRevocations
 from tickwatch_gateway.settings import Settings
 from tickwatch_gateway.symbols import SymbolDirectory
 from tickwatch_gateway.tokens import TokenIssuer
@@ -31,5 +32,6 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 CANDLES = web.AppKey("candles", CandleStore)
 FEED = web.AppKey("feed", MarketFeed)
 LIMITER = web.AppKey("limiter", RateLimiter)
+REVOCATIONS = web.AppKey("revocations", LoginRevocations)
 PUBLISHER = web.AppKey("publisher", Publisher)
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])

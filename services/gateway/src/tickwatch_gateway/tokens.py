@@ -1,7 +1,9 @@
 """Credentials as data: access JWTs, opaque refresh tokens, API keys and password hashes.
 
-Access tokens are HS256 JWTs with ``iss``, ``aud``, ``sub``, ``iat``, ``exp``, ``jti`` and
-``typ: "access"``; verification allows only HS256 and requires every one of those claims, so
+Access tokens are HS256 JWTs with ``iss``, ``aud``, ``sub``, ``iat``, ``exp``, ``jti``,
+``typ: "access"`` and ``sid``, the login (refresh-token family) they belong to, by which they
+are revoked (:mod:`tickwatch_gateway.revocation`; tokens from before ``sid`` have none);
+verification allows only HS256 and requires every one of those claims, so
 ``alg: none``, another algorithm, an expired, foreign or tampered token, and anything that is not
 an access token are all refused. Refresh tokens and API keys are random and opaque; only their
 SHA-256 is stored (they carry 256 bits of entropy, so a slow hash buys nothing and would cost a
@@ -24,6 +26,7 @@ ALGORITHM = "HS256"
 ACCESS = "access"
 SCOPES = ("read", "alerts:write", "portfolio:write")
 API_KEY_PREFIX = "tw_"
+LEEWAY_S = 5  # clock skew allowed on exp and iat
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -39,6 +42,7 @@ class AccessClaims:
     user_id: str
     token_id: str
     expires_at: int
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class TokenIssuer:
     audience: str
     ttl_s: int
 
-    def issue(self, user_id: str, now: float | None = None) -> str:
+    def issue(self, user_id: str, session_id: str, now: float | None = None) -> str:
         iat = int(time.time() if now is None else now)
         claims = {
             "iss": self.issuer,
@@ -58,6 +62,7 @@ class TokenIssuer:
             "exp": iat + self.ttl_s,
             "jti": uuid.uuid4().hex,
             "typ": ACCESS,
+            "sid": session_id,
         }
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM, headers={"typ": "JWT"})
 
@@ -70,16 +75,18 @@ class TokenIssuer:
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud", "jti", "typ"]},
-                leeway=5,
+                leeway=LEEWAY_S,
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
         if claims.get("typ") != ACCESS:
             raise InvalidToken("not an access token")
-        sub = claims["sub"]
+        sub, sid = claims["sub"], claims.get("sid")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("bad subject")
-        return AccessClaims(sub, str(claims["jti"]), int(claims["exp"]))
+        if sid is not None and (not isinstance(sid, str) or not sid):
+            raise InvalidToken("bad session")
+        return AccessClaims(sub, str(claims["jti"]), int(claims["exp"]), sid)
 
 
 def opaque_token() -> str:

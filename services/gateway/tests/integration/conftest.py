@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from tickwatch_gateway.app import build_app
 from tickwatch_gateway.settings import Settings
 
 JWT_SECRET = "integration-secret-0123456789-abcdefghij"
+CLOSE_BOUND_S = 20
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -30,6 +30,7 @@ def gateway_settings(stack: Stack, database_url: str, **overrides: Any) -> Setti
         "rate_limit_default": "10000/minute",
         "symbols": "BTC-USDT,ETH-USDT",
         "candle_consumer_group": f"t-candles-{uuid.uuid4().hex[:10]}",
+        "alerts_consumer_group": f"t-alerts-{uuid.uuid4().hex[:10]}",
     }
     values.update(overrides)
     return Settings(**values)
@@ -47,13 +48,17 @@ async def make_client(stack: Stack, fresh_database: str) -> AsyncIterator[MakeCl
         return client
 
     yield make
-    for client in clients:
-        # Bounded: a gateway shutdown that hangs (seen rarely, cause open) must fail loudly
-        # here instead of stalling the whole suite.
-        try:
-            await asyncio.wait_for(client.close(), 30)
-        except TimeoutError:
-            warnings.warn("gateway app cleanup did not finish within 30 s", stacklevel=1)
+    # The app bounds each stop of its cleanup (SHUTDOWN_TIMEOUT_S), so a close that overruns
+    # this is a regression: it fails the test instead of stalling the suite.
+    closing = [asyncio.create_task(client.close()) for client in clients]
+    if closing:
+        _, overran = await asyncio.wait(closing, timeout=CLOSE_BOUND_S)
+        for task in overran:
+            task.cancel()
+        if overran:
+            pytest.fail(f"gateway app cleanup did not finish within {CLOSE_BOUND_S} s")
+        for task in closing:
+            task.result()
 
 
 @pytest.fixture

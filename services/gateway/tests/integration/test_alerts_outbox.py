@@ -21,6 +21,7 @@ from tickwatch_gateway import app as gateway_app
 from tickwatch_gateway.alerts import AlertSpec
 from tickwatch_gateway.alerts_store import AlertStore
 from tickwatch_gateway.outbox import OutboxRelay
+from tickwatch_gateway.shutdown import stuck_at
 
 from .alerts_support import alerts_client, create
 from .conftest import MakeClient, signup
@@ -167,3 +168,31 @@ async def test_the_relay_wakes_on_notify(stack: Stack, fresh_database: str) -> N
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_a_relay_cancelled_as_it_is_woken_still_stops(
+    stack: Stack, fresh_database: str
+) -> None:
+    """The shutdown hang: a NOTIFY and the cancellation landing in the same loop iteration made
+    Python 3.11's ``asyncio.wait_for`` return the wake-up and drop the cancellation, so the
+    relay went on polling and the app's cleanup waited for it for ever."""
+    await migrate(fresh_database, gateway_app.SCHEMA, gateway_app.MIGRATIONS)
+    async with asyncpg.create_pool(
+        fresh_database, min_size=1, max_size=4, server_settings={"search_path": "gateway,public"}
+    ) as pool:
+        relay = OutboxRelay(pool, RecordingPublisher(), poll_interval_s=60)  # type: ignore[arg-type]
+        task = asyncio.create_task(relay.run())
+        try:
+            deadline = time.monotonic() + 10
+            while not stuck_at(task)[-1].startswith(("Event.wait", "wait_for")):
+                assert time.monotonic() < deadline, f"the relay never waited: {stuck_at(task)}"
+                await asyncio.sleep(0.01)
+            relay._wake.set()  # what a NOTIFY does
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            assert done, f"the relay swallowed its cancellation: {stuck_at(task)}"
+            assert task.cancelled()
+        finally:
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1)

@@ -33,8 +33,14 @@ def b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def test_a_fresh_token_verifies_to_its_subject() -> None:
-    assert ISSUER.verify(ISSUER.issue("user-1")).user_id == "user-1"
+def test_a_fresh_token_verifies_to_its_subject_and_login() -> None:
+    claims = ISSUER.verify(ISSUER.issue("user-1", "login-1"))
+    assert (claims.user_id, claims.session_id) == ("user-1", "login-1")
+
+
+def test_a_token_from_before_logins_had_ids_still_verifies() -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS256")
+    assert ISSUER.verify(token).session_id is None
 
 
 def test_alg_none_is_refused() -> None:
@@ -44,7 +50,7 @@ def test_alg_none_is_refused() -> None:
 
 
 def test_expired_token_is_refused() -> None:
-    token = ISSUER.issue("user-1", now=time.time() - 3600)
+    token = ISSUER.issue("user-1", "login-1", now=time.time() - 3600)
     with pytest.raises(InvalidToken, match="expired"):
         ISSUER.verify(token)
 
@@ -60,7 +66,7 @@ def test_token_signed_with_another_key_is_refused() -> None:
 
 
 def test_tampered_payload_is_refused() -> None:
-    header, _, signature = ISSUER.issue("user-1").split(".")
+    header, _, signature = ISSUER.issue("user-1", "login-1").split(".")
     forged = f"{header}.{b64(claims(sub='admin'))}.{signature}"
     with pytest.raises(InvalidToken):
         ISSUER.verify(forged)
@@ -84,6 +90,8 @@ def test_other_algorithms_are_refused_even_with_the_right_key() -> None:
         {"exp": None},
         {"iat": None},
         {"iat": int(time.time()) + 3600, "exp": int(time.time()) + 7200},
+        {"sid": ""},
+        {"sid": 42},
     ],
 )
 def test_wrong_or_missing_claims_are_refused(bad: dict[str, object]) -> None:

@@ -12,7 +12,7 @@ from tickwatch_gateway.accounts import EmailTaken, RefreshRejected, User
 from tickwatch_gateway.auth import require, unauthorized
 from tickwatch_gateway.openapi import Api
 from tickwatch_gateway.problems import ProblemError, parse_body
-from tickwatch_gateway.state import ACCOUNTS, SETTINGS, TOKENS
+from tickwatch_gateway.state import ACCOUNTS, REVOCATIONS, SETTINGS, TOKENS
 from tickwatch_gateway.tokens import hash_password, verify_password
 
 Email = Annotated[
@@ -47,7 +47,9 @@ class LogoutBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     refresh_token: Annotated[str, StringConstraints(max_length=200)] | None = Field(
-        default=None, description="Revoke this login; every login of the user when absent"
+        default=None,
+        description="Also revoke this login; every login of the user when absent"
+        " (the caller's own login is always revoked)",
     )
 
 
@@ -70,11 +72,13 @@ def user_json(user: User) -> dict[str, object]:
     return {"id": user.id, "email": user.email, "name": user.name, "created_at": created}
 
 
-async def _pair(request: web.Request, user_id: str, refresh_token: str) -> web.Response:
+async def _pair(
+    request: web.Request, user_id: str, refresh_token: str, login_id: str
+) -> web.Response:
     settings = request.app[SETTINGS]
     return web.json_response(
         {
-            "access_token": request.app[TOKENS].issue(user_id),
+            "access_token": request.app[TOKENS].issue(user_id, login_id),
             "refresh_token": refresh_token,
             "token_type": "bearer",
             "expires_in": settings.access_token_ttl_s,
@@ -101,28 +105,39 @@ async def login(request: web.Request) -> web.Response:
     if not await asyncio.to_thread(verify_password, stored, body.password) or found is None:
         raise unauthorized("wrong email or password")
     user = found[0]
-    return await _pair(request, user.id, await accounts.issue_refresh(user.id))
+    refresh_token, login_id = await accounts.start_login(user.id)
+    return await _pair(request, user.id, refresh_token, login_id)
 
 
 async def refresh(request: web.Request) -> web.Response:
     body = await parse_body(request, RefreshBody)
     try:
-        user_id, successor = await request.app[ACCOUNTS].rotate_refresh(body.refresh_token)
+        user_id, successor, login_id = await request.app[ACCOUNTS].rotate_refresh(
+            body.refresh_token
+        )
     except RefreshRejected as exc:
+        if exc.revoked_login is not None:
+            await request.app[REVOCATIONS].revoke([exc.revoked_login])
         raise unauthorized(exc.reason) from None
-    return await _pair(request, user_id, successor)
+    return await _pair(request, user_id, successor, login_id)
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Ends the caller's own login (its access token is refused from now on) and the login of
+    ``refresh_token``, or, without one, every login of the user."""
     principal = require(request, jwt_only=True)
     body = LogoutBody()
     if request.can_read_body:
         body = await parse_body(request, LogoutBody)
     accounts = request.app[ACCOUNTS]
+    logins = {principal.session_id} if principal.session_id else set()
     if body.refresh_token:
-        await accounts.revoke_family_of(principal.user_id, body.refresh_token)
+        named = await accounts.login_of(principal.user_id, body.refresh_token)
+        logins |= {named} if named else set()
+        await accounts.revoke_logins(principal.user_id, sorted(logins))
     else:
-        await accounts.revoke_all(principal.user_id)
+        logins |= set(await accounts.revoke_all(principal.user_id))
+    await request.app[REVOCATIONS].revoke(logins)
     return web.Response(status=204)
 
 
@@ -167,7 +182,7 @@ def register(api: Api) -> None:
         "POST",
         "/auth/logout",
         logout,
-        summary="Revoke refresh tokens",
+        summary="Log out: revoke this login (or every login) and its access tokens",
         tag="auth",
         body=LogoutBody,
         status=204,

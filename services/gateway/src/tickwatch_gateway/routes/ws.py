@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tickwatch_gateway.auth import PRINCIPAL, Principal
+from tickwatch_gateway.auth import PRINCIPAL, Principal, verify_access
 from tickwatch_gateway.fanout import PRICES_ALL, WS_CONNECTIONS, Outgoing, Subscriber
+from tickwatch_gateway.problems import ProblemError
 from tickwatch_gateway.rollup import INTERVAL_MS
-from tickwatch_gateway.state import BOOK, HUB, SETTINGS, SYMBOLS, TOKENS
-from tickwatch_gateway.tokens import InvalidToken
+from tickwatch_gateway.state import BOOK, HUB, SETTINGS, SYMBOLS
 
 PRIVATE_CHANNELS = frozenset({"alerts", "portfolio"})
 
@@ -105,10 +105,10 @@ async def _handle(
         await ws.send_json({"op": "pong"})
     elif op == "auth":
         token = msg.get("token")
-        try:
-            claims = request.app[TOKENS].verify(token if isinstance(token, str) else "")
-        except InvalidToken as exc:
-            await ws.send_json({"op": "error", "error": f"invalid access token: {exc}"})
+        try:  # the same check as a bearer token: signature, claims, and not logged out
+            claims = await verify_access(request.app, token if isinstance(token, str) else "")
+        except ProblemError as exc:
+            await ws.send_json({"op": "error", "error": exc.detail})
             return
         sub.user_id = claims.user_id
         await ws.send_json({"op": "authenticated", "user_id": claims.user_id})
