@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -27,10 +28,12 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from tickwatch_common.events import Tick
 from tickwatch_common.kafka import ensure_topics, kafka_producer
@@ -61,7 +64,14 @@ def serve_bare(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/api/v1/prices/{symbol}", handler)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),  # as the services run
+    )
 
 
 # ---------------------------------------------------------------- the load generator
@@ -102,7 +112,7 @@ async def load(port: int, path: str, seconds: float, connections: int) -> dict[s
         *(_connection(port, path, started + seconds, latencies, errors) for _ in range(connections))
     )
     elapsed = time.perf_counter() - started
-    q = statistics.quantiles(latencies, n=100)
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "requests": len(latencies),
         "errors": len(errors),
@@ -122,56 +132,117 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def _ws_clients(port: int, clients: int, ticks: int, pipe: Connection) -> None:
-    last_price = f'"price":"68000.{ticks - 1:02d}"'
-    latencies: list[float] = []
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        sockets = []
-        for start in range(0, clients, 250):
-            batch = await asyncio.gather(
-                *(
-                    http.ws_connect(f"http://127.0.0.1:{port}/ws")
-                    for _ in range(start, min(clients, start + 250))
-                )
-            )
-            for ws in batch:
-                await ws.send_json({"op": "subscribe", "channels": ["prices:*"]})
-            sockets.extend(batch)
-        for ws in sockets:  # the "subscribed" reply and the snapshot price
-            while f"prices:{SYMBOL}" not in (await ws.receive(timeout=60)).data:
-                pass
-        pipe.send("ready")
+class _WsClient(asyncio.Protocol):
+    """A minimal WebSocket client for the load side: one handshake, one masked subscribe frame,
+    then server frames parsed straight from the bytes. aiohttp's client costs tens of µs a
+    message, so 5,000 of them in one process would measure the client, not the gateway."""
 
-        async def reader(ws: aiohttp.ClientWebSocketResponse) -> None:
-            """Read until the last tick; a slow client may get fewer (conflation)."""
-            while True:
-                msg = await ws.receive(timeout=120)
-                arrived = time.time_ns()
-                # The publish time rides along in volume_24h; cut it out without a JSON parse.
-                at = msg.data.find('"volume_24h":"')
+    def __init__(self, ready: asyncio.Future[None], done: asyncio.Future[None], last: bytes):
+        self.ready, self.done, self.last = ready, done, last
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.primed = False
+        self.received: list[tuple[int, bytes]] = []
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.write(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+
+    def data_received(self, data: bytes) -> None:
+        arrived = time.time_ns()
+        if self.primed:  # the measured path: keep the bytes, parse after the run
+            self.received.append((arrived, data))
+            if self.last in data and not self.done.done():
+                self.done.set_result(None)
+            return
+        self.buffer += data
+        if not self.upgraded:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buffer.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(bytes(self.buffer[:200]).decode()))
+                return
+            del self.buffer[: end + 4]
+            self.upgraded = True
+            payload = json.dumps({"op": "subscribe", "channels": ["prices:*"]}).encode()
+            # Client frames must be masked; an all-zero mask leaves the payload as it is.
+            assert self.transport is not None
+            self.transport.write(bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+        for payload in _frames(self.buffer):
+            # The "subscribed" reply, then the snapshot price; what follows is measured.
+            if f"prices:{SYMBOL}".encode() in payload and b'"op"' not in payload:
+                self.primed = True
+                self.ready.set_result(None)
+
+    def latencies(self) -> list[tuple[int, float]]:
+        """(publish time, publish → arrival in ms) per frame; the publish time rides along in
+        volume_24h."""
+        out = []
+        for arrived, data in self.received:
+            for payload in _frames(bytearray(data)):
+                at = payload.find(b'"volume_24h":"')
                 if at >= 0:
-                    sent_ns = int(msg.data[at + 14 : msg.data.index('"', at + 14)])
-                    latencies.append((arrived - sent_ns) / 1e6)
-                    if last_price in msg.data:
-                        return
+                    sent_ns = int(payload[at + 14 : payload.index(b'"', at + 14)])
+                    out.append((sent_ns, (arrived - sent_ns) / 1e6))
+        return out
 
-        await asyncio.gather(*(reader(ws) for ws in sockets))
-        for ws in sockets:
-            await ws.close()
-    pipe.send(latencies)
+
+def _frames(buffer: bytearray) -> Iterator[bytes]:
+    """Whole server frames' payloads, taken off the front of ``buffer``."""
+    while len(buffer) >= 2:
+        size, start = buffer[1] & 0x7F, 2
+        if size == 126:
+            if len(buffer) < 4:
+                return
+            size, start = int.from_bytes(buffer[2:4], "big"), 4
+        elif size == 127:
+            if len(buffer) < 10:
+                return
+            size, start = int.from_bytes(buffer[2:10], "big"), 10
+        if len(buffer) < start + size:
+            return
+        payload = bytes(buffer[start : start + size])
+        del buffer[: start + size]
+        yield payload
+
+
+async def _ws_clients(port: int, clients: int, ticks: int, pipe: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    last = f'"price":"68000.{ticks - 1:02d}"'.encode()
+    protocols: list[_WsClient] = []
+    for start in range(0, clients, 250):
+        batch = []
+        for _ in range(start, min(clients, start + 250)):
+            proto = _WsClient(loop.create_future(), loop.create_future(), last)
+            batch.append(loop.create_connection(lambda p=proto: p, "127.0.0.1", port))
+            protocols.append(proto)
+        await asyncio.gather(*batch)
+    await asyncio.wait_for(asyncio.gather(*(p.ready for p in protocols)), 120)
+    pipe.send("ready")
+    # A slow client may miss middle ticks (conflation), never the last one.
+    await asyncio.wait_for(asyncio.gather(*(p.done for p in protocols)), 300)
+    for proto in protocols:
+        assert proto.transport is not None
+        proto.transport.close()
+    pipe.send([lat for proto in protocols for lat in proto.latencies()])
 
 
 def ws_client_process(port: int, clients: int, ticks: int, pipe: Connection) -> None:
-    asyncio.run(_ws_clients(port, clients, ticks, pipe))
+    uvloop.run(_ws_clients(port, clients, ticks, pipe))
 
 
 def ws_fanout(
-    port: int, pid: int, kafka: str, clients: int, ticks: int, processes: int = 2
-) -> dict[str, float]:
+    port: int, pids: list[int], kafka: str, clients: int, ticks: int, processes: int = 2
+) -> dict[str, object]:
     """Clients in ``processes`` worker processes (a single Python client is slower than the
     server it measures); latency is publish → received, both on this machine's clock."""
-    rss_before = rss_kib(pid)
+    rss_before = sum(rss_kib(pid) for pid in pids)
     ctx = multiprocessing.get_context("spawn")
     workers = []
     for n in range(processes):
@@ -183,7 +254,7 @@ def ws_fanout(
     for _, pipe in workers:
         if not pipe.poll(300) or pipe.recv() != "ready":
             raise RuntimeError("WebSocket clients did not connect")
-    rss_after = rss_kib(pid)
+    rss_after = sum(rss_kib(pid) for pid in pids)
 
     async def publish() -> None:
         settings = KafkaSettings(kafka_bootstrap_servers=kafka)
@@ -203,13 +274,21 @@ def ws_fanout(
                 await asyncio.sleep(1)  # one tick a second: latency, not throughput
 
     asyncio.run(publish())
-    latencies: list[float] = []
+    samples: list[tuple[int, float]] = []
     for proc, pipe in workers:
         if not pipe.poll(300):
             raise RuntimeError("WebSocket clients did not finish")
-        latencies.extend(pipe.recv())
+        samples.extend(pipe.recv())
         proc.join(30)
-    q = statistics.quantiles(latencies, n=100)
+    latencies = [ms for _, ms in samples]
+    by_tick: dict[int, list[float]] = {}
+    for sent, ms in samples:
+        by_tick.setdefault(sent, []).append(ms)
+    latencies = [ms for _, ms in samples]
+    by_tick: dict[int, list[float]] = {}
+    for sent, ms in samples:
+        by_tick.setdefault(sent, []).append(ms)
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "clients": clients,
         "ticks": ticks,
@@ -218,25 +297,78 @@ def ws_fanout(
         "p50_ms": q[49],
         "p99_ms": q[98],
         "max_ms": max(latencies),
+        "last_client_ms_per_tick": [round(max(by_tick[t]), 1) for t in sorted(by_tick)],
         "rss_per_connection_kib": (rss_after - rss_before) / clients,
-        "server_fanout_ms_mean": server_fanout_mean_ms(port),
+        "replicas": len(pids),
+        "server_fanout_ms_mean_per_replica": server_fanout_mean_ms(port, len(pids)),
     }
 
 
-def server_fanout_mean_ms(port: int) -> float:
-    """Mean time the gateway took to hand one tick to every subscriber, from its /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("tickwatch_gateway_ws_fanout_seconds_sum"):
-            total = float(line.split()[-1])
-        elif line.startswith("tickwatch_gateway_ws_fanout_seconds_count"):
-            count = float(line.split()[-1])
-    return total / count * 1000 if count else float("nan")
+def server_fanout_mean_ms(port: int, replicas: int) -> list[float]:
+    """Mean time each replica took to hand one tick to its subscribers, from its /metrics.
+    The replicas share the port, so scrape on fresh connections until each has answered
+    (told apart by their process start times)."""
+    seen: dict[str, float] = {}
+    for _ in range(50 * replicas):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        total = count = 0.0
+        started = ""
+        for line in text.splitlines():
+            if line.startswith("tickwatch_gateway_ws_fanout_seconds_sum"):
+                total = float(line.split()[-1])
+            elif line.startswith("tickwatch_gateway_ws_fanout_seconds_count"):
+                count = float(line.split()[-1])
+            elif line.startswith("process_start_time_seconds"):
+                started = line.split()[-1]
+        seen[started] = round(total / count * 1000, 1) if count else float("nan")
+        if len(seen) == replicas:
+            break
+    return list(seen.values())
 
 
 # ---------------------------------------------------------------- the run
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket on ``port`` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
+                return True
+    return False
+
+
+def ws_phase(
+    kafka: str, env: dict[str, str], data_dir: Path, args: argparse.Namespace
+) -> dict[str, object]:
+    """WebSocket fan-out through ``--ws-replicas`` gateway processes sharing one port
+    (GATEWAY_REUSE_PORT): the kernel spreads the clients over them, as it would over the
+    replicas of a deployment on one host, so the fan-out uses every core."""
+    port = free_port()
+    replica_env = {**env, "GATEWAY_REUSE_PORT": "true"}
+    with contextlib.ExitStack() as replicas:
+        pids = []
+        for n in range(args.ws_replicas):
+            log = data_dir / f"gateway-ws-{n}.log"
+            proc = replicas.enter_context(
+                service_process("gateway", replica_env, port, log_path=log)
+            )
+            deadline = time.monotonic() + 30
+            while not listens(proc.pid, port):  # /ready may have been answered by another one
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gateway replica {n} never listened (log: {log})")
+                time.sleep(0.05)
+            pids.append(proc.pid)
+        uvloop.run(prime(kafka, port))
+        return ws_fanout(port, pids, kafka, args.ws_clients, args.ws_ticks)
 
 
 async def prime(kafka: str, gateway_port: int) -> None:
@@ -271,6 +403,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ws-clients", type=int, default=10000)
     parser.add_argument("--ws-ticks", type=int, default=10)
+    parser.add_argument("--ws-replicas", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
@@ -293,13 +426,13 @@ def main() -> None:
         gw_port, bare_port = free_port(), free_port()
         bare = subprocess.Popen([sys.executable, __file__, "--bare", str(bare_port)])
         try:
-            with service_process("gateway", env, gw_port, log_path=data_dir / "gateway.log") as gw:
+            with service_process("gateway", env, gw_port, log_path=data_dir / "gateway.log"):
                 asyncio.run(prime(stack.kafka_bootstrap_servers, gw_port))
                 path = f"/api/v1/prices/{SYMBOL}"
                 rounds = []
                 for _ in range(args.rounds):  # alternate, so a noisy neighbour hits both
-                    bare_run = asyncio.run(load(bare_port, path, args.seconds, args.connections))
-                    gw_run = asyncio.run(load(gw_port, path, args.seconds, args.connections))
+                    bare_run = uvloop.run(load(bare_port, path, args.seconds, args.connections))
+                    gw_run = uvloop.run(load(gw_port, path, args.seconds, args.connections))
                     rounds.append(
                         {
                             "bare_rps": round(bare_run["rps"]),
@@ -317,17 +450,11 @@ def main() -> None:
                     "ratio_median": statistics.median(r["ratio"] for r in rounds),
                     "gateway_p99_ms_worst": max(r["gateway_p99_ms"] for r in rounds),
                 }
-                if args.ws_clients:
-                    results["ws_fanout"] = ws_fanout(
-                        gw_port,
-                        gw.pid,
-                        stack.kafka_bootstrap_servers,
-                        args.ws_clients,
-                        args.ws_ticks,
-                    )
         finally:
             bare.terminate()
             bare.wait(10)
+        if args.ws_clients:
+            results["ws_fanout"] = ws_phase(stack.kafka_bootstrap_servers, env, data_dir, args)
         print(json.dumps(results, indent=2))
     finally:
         stack.stop()

@@ -1,4 +1,9 @@
-"""Run a service's main coroutine until SIGTERM or Ctrl-C, then let its context managers close."""
+"""Run a service's main coroutine until SIGTERM or Ctrl-C, then let its context managers close.
+
+Services run on uvloop: its transports write to a socket in a fraction of the time asyncio's
+pure-Python ones take, which is most of the cost of fanning one tick out to thousands of
+WebSocket clients, and it shortens every Kafka and PostgreSQL round trip too.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ import signal
 from collections.abc import Awaitable, Callable
 
 import structlog
+import uvloop
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_supervise(main))
+        uvloop.run(_supervise(main))
 
 
 async def _supervise(main: Callable[[], Awaitable[None]]) -> None:

@@ -19,7 +19,12 @@ async def main() -> None:
     runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.gateway_host, settings.gateway_port).start()
+        await web.TCPSite(
+            runner,
+            settings.gateway_host,
+            settings.gateway_port,
+            reuse_port=settings.gateway_reuse_port or None,
+        ).start()
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
