@@ -83,6 +83,7 @@ async def running_engine(
                 commit=False,
                 max_records=settings.alert_engine_max_batch,
                 stop=stop,
+                after_round=worker.finish_round,
             )
         )
         try:

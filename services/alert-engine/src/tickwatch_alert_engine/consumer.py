@@ -11,11 +11,13 @@ positioned at the next offset recorded in Postgres (on first sight, the partitio
 Kafka's committed offsets are only informational (lag); Postgres holds the position that agrees
 with the state.
 
-Per tick batch: match; when something fired, publish the triggers and wait for the broker's
-acknowledgements, then record the fired alerts' states, the last prices and window samples of the
-symbols the partition moved and its next offset in one transaction, and only then return
-(commit). A batch that fires nothing is recorded at most every ``checkpoint_s`` (and on
-revocation and shutdown). A crash replays from the last record, which holds exactly the state
+Per tick batch: match, send the triggers, and take a snapshot of what the partition's record
+will hold (the fired alerts' states, the last prices and window samples of the symbols it moved,
+its next offset). At the end of the fetch's round (one batch per partition), wait once for the
+broker's acknowledgements of every trigger sent, then write each partition's record in one
+transaction, and only then commit and fetch again: a tick on the last partition of a fetch is not
+held up by the round trips of the others. A batch that fires nothing is recorded at most every
+``checkpoint_s`` (and on revocation and shutdown). A crash replays from the last record, which holds exactly the state
 that went with that offset, so the replay fires the same alerts with the same sequences (same
 event ids: the notifier delivers each once) and the last price before the crash is the one the
 replay computes: no crossing is missed or doubled.
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -87,6 +90,7 @@ class AlertEngineWorker:
         # Set when a batch failed half-way: the in-memory state may hold effects that were never
         # recorded, so it is rebuilt from Postgres and the change log before the next batch.
         self._stale = False
+        self._round = _Round()  # what the batches handled since the last fetch left to do
         self.task: asyncio.Task[None] | None = None  # the consume loop, once started
 
     def listener(self) -> ConsumerRebalanceListener:
@@ -142,6 +146,7 @@ class AlertEngineWorker:
             self.consumer.seek(tp, end)
         self.engine, self.owned, self.next_offsets = engine, owned, offsets
         self._dirty, self._saved_at = {}, {}
+        self._round = _Round()
         self._stale = False
         ALERTS_INDEXED.set(len(engine.index))
         PARTITIONS_OWNED.set(len(owned))
@@ -232,11 +237,14 @@ class AlertEngineWorker:
                 if item.key is not None:
                     self.engine.apply_change(item.key, _alert(item))
             ALERTS_INDEXED.set(len(self.engine.index))
-            await self._commit(batch)
+            tp = TopicPartition(batch[-1].topic, batch[-1].partition)
+            self._round.commits[tp] = batch[-1].offset + 1
             return
         await self._handle_ticks(batch)
 
     async def _handle_ticks(self, batch: list[Delivered]) -> None:
+        """Match and send the triggers; their acknowledgements and the record wait for the end
+        of the round (:meth:`finish_round`), once for every partition of the fetch."""
         partition = batch[0].partition
         start = self.next_offsets.get(partition, 0)
         fresh = [item for item in batch if item.offset >= start]
@@ -251,67 +259,118 @@ class AlertEngineWorker:
             triggers.extend(engine.on_tick(tick))
             dirty.add(tick.symbol)
         self.next_offsets[partition] = fresh[-1].offset + 1
+        round_ = self._round
         if triggers:
-            acks = [
-                await self.publisher.send(ALERTS_TRIGGERED, t, key=t.alert_id) for t in triggers
-            ]
-            await asyncio.gather(*acks)
-            now = time.time()
             for t in triggers:
+                round_.acks.append(await self.publisher.send(ALERTS_TRIGGERED, t, key=t.alert_id))
                 TRIGGERS_FIRED.labels(t.condition).inc()
             last = fresh[-1].event
             assert isinstance(last, Tick)
-            TICK_TO_TRIGGER_SECONDS.observe(max(0.0, now - last.ts_ingest / 1000))
-            states = {}
-            for t in triggers:
-                state = engine.index.state(t.alert_id)
-                if state is not None:
-                    states[t.alert_id] = StateRow(t.alert_id, t.symbol, _copy(state))
-            await self._checkpoint(partition, list(states.values()))
+            round_.newest_tick_ms = max(round_.newest_tick_ms, last.ts_ingest)
+            states = {  # an alert that fired twice in the batch: its state after the second
+                t.alert_id: StateRow(t.alert_id, t.symbol, _copy(state))
+                for t in triggers
+                if (state := engine.index.state(t.alert_id)) is not None
+            }
+            round_.records[partition] = self._snapshot(partition, list(states.values()))
             log.info("triggers_published", count=len(triggers), partition=partition)
         elif time.monotonic() - self._saved_at.get(partition, 0.0) >= self.checkpoint_s:
-            await self._checkpoint(partition, [])
+            round_.records[partition] = self._snapshot(partition, [])
 
-    async def _checkpoint(self, partition: int, states: list[StateRow]) -> None:
-        """Record the position of ``partition`` with the last prices of the symbols it moved.
+    async def finish_round(self) -> None:
+        """The end of a fetch's round: wait for the broker to hold every trigger sent, then
+        record each partition that fired or is due, then commit (informational)."""
+        async with self._lock:
+            await self._finish_round()
 
-        Always in the batch that fired (with the fired alerts' states); otherwise at most every
-        ``checkpoint_s``. After a crash the engine replays from the last checkpoint, and since
-        the replay starts from exactly the state recorded with that offset, it fires the same
-        alerts with the same sequences: nothing is lost, and nothing fired twice in effect.
-        """
-        next_offset = self.next_offsets.get(partition)
-        if next_offset is None:
-            return
+    async def _finish_round(self) -> None:
+        round_, self._round = self._round, _Round()
+        if self._stale:
+            return  # the rebuild replays from the last record; the same triggers go out again
+        try:
+            if round_.acks:
+                await asyncio.gather(*round_.acks)
+                TICK_TO_TRIGGER_SECONDS.observe(
+                    max(0.0, time.time() - round_.newest_tick_ms / 1000)
+                )
+            for record in round_.records.values():
+                await self._save(record)
+                round_.commits[TopicPartition(TICKS.name, record.partition)] = record.next_offset
+        except BaseException:
+            # Triggers may be out without their record: replay from the last record.
+            self._stale = True
+            raise
+        if round_.commits:
+            with contextlib.suppress(KafkaError, AssertionError):
+                await self.consumer.commit(round_.commits)
+
+    def _snapshot(self, partition: int, states: list[StateRow]) -> _Record:
+        """What a record of ``partition`` holds, taken now: the position of its next tick with
+        the last prices and window samples of the symbols it moved since its last record."""
         index = self.engine.index
         prices: dict[str, tuple[Decimal, int]] = {}
         windows: dict[str, list[tuple[int, Decimal]]] = {}
-        for symbol in self._dirty.get(partition, ()):
+        for symbol in self._dirty.pop(partition, ()):
             last_price = index.last_price(symbol)
             if last_price is not None:
                 prices[symbol] = last_price
             if samples := index.window_samples(symbol):
                 windows[symbol] = samples
-        await self.store.save_batch(states, prices, TICKS.name, partition, next_offset, windows)
-        self._dirty.pop(partition, None)
-        self._saved_at[partition] = time.monotonic()
-        tp = TopicPartition(TICKS.name, partition)
-        with contextlib.suppress(KafkaError, AssertionError):
-            await self.consumer.commit({tp: next_offset})
+        return _Record(partition, self.next_offsets[partition], states, prices, windows)
+
+    async def _save(self, record: _Record) -> None:
+        """Record a snapshot: always for a batch that fired (with the fired alerts' states),
+        otherwise at most every ``checkpoint_s``. After a crash the engine replays from the last
+        record, and since the replay starts from exactly the state recorded with that offset,
+        it fires the same alerts with the same sequences: nothing is lost, and nothing fired
+        twice in effect."""
+        await self.store.save_batch(
+            record.states,
+            record.prices,
+            TICKS.name,
+            record.partition,
+            record.next_offset,
+            record.windows,
+        )
+        self._saved_at[record.partition] = time.monotonic()
 
     async def flush(self) -> None:
-        """Checkpoint every partition with unrecorded progress (on revocation and shutdown)."""
+        """Finish the round in hand, then record every partition with unrecorded progress (on
+        revocation and shutdown)."""
         async with self._lock:
+            await self._finish_round()
             if self._stale:
                 return  # never record a state that may hold unrecorded effects
+            commits = {}
             for partition in list(self._dirty):
-                await self._checkpoint(partition, [])
+                if partition in self.next_offsets:
+                    record = self._snapshot(partition, [])
+                    await self._save(record)
+                    commits[TopicPartition(TICKS.name, partition)] = record.next_offset
+            if commits:
+                with contextlib.suppress(KafkaError, AssertionError):
+                    await self.consumer.commit(commits)
 
-    async def _commit(self, batch: list[Delivered]) -> None:
-        """Informational only (lag): Postgres holds the real position. A rebalance may refuse it."""
-        tp = TopicPartition(batch[-1].topic, batch[-1].partition)
-        with contextlib.suppress(KafkaError, AssertionError):
-            await self.consumer.commit({tp: batch[-1].offset + 1})
+
+@dataclass
+class _Record:
+    """One partition's record, as it stood when its batch was handled."""
+
+    partition: int
+    next_offset: int
+    states: list[StateRow]
+    prices: dict[str, tuple[Decimal, int]]
+    windows: dict[str, list[tuple[int, Decimal]]]
+
+
+@dataclass
+class _Round:
+    """What the batches of one fetch left to do once they are all handled."""
+
+    acks: list[asyncio.Future[Any]] = field(default_factory=list)
+    records: dict[int, _Record] = field(default_factory=dict)
+    commits: dict[TopicPartition, int] = field(default_factory=dict)
+    newest_tick_ms: int = 0
 
 
 def _alert(item: Delivered) -> AlertState | None:
