@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
-from tickwatch_common.topics import CANDLES, TICKS, Topic
+from tickwatch_common.topics import CANDLES, TICKS, Topic, all_topic_specs
 from tickwatch_devstack.infra import Stack
 
 from .conftest import MakeClient
@@ -39,9 +39,11 @@ async def dead_letters(stack: Stack, topic: Topic, key: bytes) -> list[dict[str,
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fills the metadata
-        partitions = [
-            TopicPartition(topic.dlq, p) for p in consumer.partitions_for_topic(topic.dlq) or ()
+        partitions = [  # as created (aiokafka's topics() does not fill the client's metadata)
+            TopicPartition(name, p)
+            for name, count, _ in all_topic_specs()
+            if name == topic.dlq
+            for p in range(count)
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -84,6 +84,7 @@ async def test_cleanup_is_bounded_when_the_broker_stops_answering(
         stack,
         fresh_database,
         kafka_bootstrap_servers=bootstrap,
+        kafka_enable_idempotence=False,  # its own broker is a Tansu, whatever the suite runs on
         alerts_consumer_group=f"t-alerts-{uuid.uuid4().hex[:10]}",
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
     )
