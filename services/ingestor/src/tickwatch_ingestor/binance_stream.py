@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 import structlog
 from tickwatch_common.backoff import Backoff
+from tickwatch_common.cancellation import raise_if_cancelling
 from tickwatch_common.events.base import now_ms
 
 from tickwatch_ingestor.binance_rest import BinanceRest, BinanceRestError
@@ -158,15 +159,15 @@ class Shard:
 
     async def _open(self) -> Connection:
         s = self.source.settings
-        ws = await asyncio.wait_for(
-            self.source.http.ws_connect(
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that lands
+        # as the connect completes, and the reconnect loop would then never stop.
+        async with asyncio.timeout(s.binance_connect_timeout_s):
+            ws = await self.source.http.ws_connect(
                 self.url(),
                 autoping=True,  # pongs echo the ping payload, as Binance requires
                 heartbeat=None,  # Binance pings us; we send nothing unasked (5 msg/s limit)
                 max_msg_size=4 * 1024 * 1024,
-            ),
-            s.binance_connect_timeout_s,
-        )
+            )
         try:
             await self._subscribe_rest(ws)
         except BaseException:
@@ -193,6 +194,7 @@ class Shard:
         s = self.source.settings
         backoff = Backoff(initial_s=s.binance_reconnect_initial_s, cap_s=s.binance_reconnect_cap_s)
         while True:
+            raise_if_cancelling()
             try:
                 conn = await self._open()
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -223,6 +225,7 @@ class Shard:
         )
         try:
             while True:
+                raise_if_cancelling()
                 if self.current is None:
                     self.current = await self._open_with_backoff(why)
                     self.connected = True
