@@ -91,6 +91,8 @@ class AlertEngineWorker:
         # recorded, so it is rebuilt from Postgres and the change log before the next batch.
         self._stale = False
         self._round = _Round()  # what the batches handled since the last fetch left to do
+        self._uncommitted: dict[TopicPartition, int] = {}  # see _commit_informational
+        self._committed_at = 0.0
         self.task: asyncio.Task[None] | None = None  # the consume loop, once started
 
     def listener(self) -> ConsumerRebalanceListener:
@@ -147,6 +149,7 @@ class AlertEngineWorker:
         self.engine, self.owned, self.next_offsets = engine, owned, offsets
         self._dirty, self._saved_at = {}, {}
         self._round = _Round()
+        self._uncommitted = {}
         self._stale = False
         ALERTS_INDEXED.set(len(engine.index))
         PARTITIONS_OWNED.set(len(owned))
@@ -300,9 +303,19 @@ class AlertEngineWorker:
             # Triggers may be out without their record: replay from the last record.
             self._stale = True
             raise
-        if round_.commits:
+        self._uncommitted.update(round_.commits)
+        if time.monotonic() - self._committed_at >= self.checkpoint_s:
+            await self._commit_informational()
+
+    async def _commit_informational(self) -> None:
+        """Kafka's committed offsets only show lag (Postgres holds the real position), so they
+        go out at most every ``checkpoint_s``: a commit per round would be a broker request per
+        round, load that the tick-to-trigger latency pays for. A rebalance may refuse it."""
+        commits, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
+        if commits:
             with contextlib.suppress(KafkaError, AssertionError):
-                await self.consumer.commit(round_.commits)
+                await self.consumer.commit(commits)
 
     def _snapshot(self, partition: int, states: list[StateRow]) -> _Record:
         """What a record of ``partition`` holds, taken now: the position of its next tick with
@@ -341,15 +354,12 @@ class AlertEngineWorker:
             await self._finish_round()
             if self._stale:
                 return  # never record a state that may hold unrecorded effects
-            commits = {}
             for partition in list(self._dirty):
                 if partition in self.next_offsets:
                     record = self._snapshot(partition, [])
                     await self._save(record)
-                    commits[TopicPartition(TICKS.name, partition)] = record.next_offset
-            if commits:
-                with contextlib.suppress(KafkaError, AssertionError):
-                    await self.consumer.commit(commits)
+                    self._uncommitted[TopicPartition(TICKS.name, partition)] = record.next_offset
+            await self._commit_informational()
 
 
 @dataclass
