@@ -170,7 +170,6 @@ class Dispatcher:
         elif outcome.result == "transient" and attempts < self.limits.max_attempts:
             delay = retry_delay(attempts, self.limits.retry_base_s, self.limits.retry_cap_s)
             await self.log.retry_later(trigger.event_id, name, delay, outcome.detail)
-            self._schedule(delay, trigger, name)
             status = "retrying"
             log.info("delivery_retrying", retry_in_s=round(delay, 3), **key)
         else:
@@ -178,7 +177,11 @@ class Dispatcher:
             status = "failed"
             log.warning("delivery_failed", **key)
         DELIVERIES.labels(name, status).inc()
+        # Published before the retry is scheduled: with a short backoff the next attempt's
+        # status could otherwise reach the topic first, and "retrying" land after "sent".
         await self.publish(trigger, name, status, attempts, outcome.detail)
+        if status == "retrying":
+            self._schedule(delay, trigger, name)
 
     def _schedule(self, delay: float, trigger: Trigger, name: str) -> None:
         loop = asyncio.get_running_loop()
