@@ -3,25 +3,34 @@
 1. In process, the matching core with 1,000,000 active alerts over 1,000 symbols (a mix of every
    condition): microseconds per tick when nothing fires, and the cost of each fire (the core's
    ``Fire`` alone, and the engine's full ``Trigger`` event).
-2. Through the real broker: the alert engine as its own process, ticks published at 5,000 per
+2. Through a real broker: the alert engine as its own process, ticks published at 5,000 per
    second, and the time from publishing a tick to receiving its trigger on alerts.triggered.v1
    (p50 / p99); then with the notifier too, the time from publishing a tick to the mail catcher
-   accepting its email. Servers come from ``start_stack`` (or the URLs in the environment).
+   accepting its email. Measured through each of ``--brokers`` in turn: Tansu (the development
+   broker) and Apache Kafka (deploy/apache-kafka, started here unless already up). They differ
+   in one way that shows: Apache Kafka answers a waiting fetch as soon as a record arrives,
+   while Tansu answers it only at the fetch's timeout, so every consumer hop through Tansu adds
+   up to its ``fetch_max_wait_ms``. Other servers come from ``start_stack`` (or the URLs in the
+   environment).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import random
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -150,9 +159,19 @@ def bench_matching(n_alerts: int, n_symbols: int, n_ticks: int) -> None:
 # ---------------------------------------------------------------- 2. through the broker
 
 
-async def bench_latency(rate: int, seconds: float, n_symbols: int, data_dir: Path) -> None:
+async def bench_latency(
+    rate: int,
+    seconds: float,
+    n_symbols: int,
+    data_dir: Path,
+    *,
+    broker: str,
+    environ: dict[str, str],
+    warmup_s: float,
+) -> None:
     """Phase 1: engine only (tick -> trigger). Phase 2: engine + notifier + the mail catcher
-    (tick -> email accepted by SMTP), on other symbols whose crossing alerts have an email."""
+    (tick -> email accepted by SMTP), on other symbols whose crossing alerts have an email.
+    Each phase streams ``warmup_s`` unmeasured first (JIT, connection pools, caches)."""
     import email
     import email.policy
 
@@ -164,7 +183,7 @@ async def bench_latency(rate: int, seconds: float, n_symbols: int, data_dir: Pat
     from tickwatch_devstack.infra import create_database, free_port, start_stack
     from tickwatch_devstack.services import service_process
 
-    stack = await asyncio.to_thread(start_stack, data_dir)
+    stack = await asyncio.to_thread(start_stack, data_dir, environ=environ)
     try:
         await ensure_topics(stack.kafka_bootstrap_servers)
         server = stack.database_url.rsplit("/", 1)[0] + "/postgres"
@@ -278,13 +297,32 @@ async def bench_latency(rate: int, seconds: float, n_symbols: int, data_dir: Pat
                 await asyncio.gather(*acks)
                 return count, count / (time.perf_counter() - started)
 
-            port = free_port()
-            with service_process("alert-engine", env, port, log_path=data_dir / "engine.log"):
-                count, achieved = await stream(symbols, seconds, 50)  # 100 triggers/s
-                expected = len(sent_at) + len(latencies)
+            async def settle() -> None:
+                """Until every probe so far has its trigger (or 30 s)."""
                 deadline = time.monotonic() + 30
                 while sent_at and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
+
+            async def settle_mail() -> None:
+                """Until every emailing trigger so far has its email (or 60 s)."""
+                await settle()
+                deadline = time.monotonic() + 60
+                while (  # noqa: ASYNC110
+                    stack.mail_dir is not None
+                    and len(list(stack.mail_dir.glob("*.eml"))) < len(email_sent_ns)
+                    and time.monotonic() < deadline
+                ):
+                    await asyncio.sleep(0.1)
+
+            port = free_port()
+            with service_process("alert-engine", env, port, log_path=data_dir / "engine.log"):
+                await stream(symbols, warmup_s, 50)
+                await settle()
+                sent_at.clear()
+                latencies.clear()
+                count, achieved = await stream(symbols, seconds, 50)  # 100 triggers/s
+                expected = len(sent_at) + len(latencies)
+                await settle()
                 if os.environ.get("BENCH_ENGINE_METRICS"):  # the engine's own view, for diagnosis
                     import aiohttp
 
@@ -298,28 +336,29 @@ async def bench_latency(rate: int, seconds: float, n_symbols: int, data_dir: Pat
                 if latencies:
                     ms = [v * 1000 for v in latencies]
                     print(
-                        f"latency: {count:,} ticks at {achieved:,.0f}/s over {n_symbols} symbols "
+                        f"latency ({broker}): {count:,} ticks at {achieved:,.0f}/s over {n_symbols} symbols "
                         f"({n_symbols * 100:,} alerts), {len(ms):,}/{expected:,} triggers: tick -> "
                         f"alerts.triggered.v1 p50 {statistics.median(ms):.1f} ms, "
                         f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms"
                     )
                 else:
-                    print("latency: no triggers received")
+                    print(f"latency ({broker}): no triggers received")
                 if mail_symbols and stack.mail_dir:
                     notifier_port = free_port()
                     with service_process(
                         "notifier", env, notifier_port, log_path=data_dir / "notifier.log"
                     ):
+                        await stream(mail_symbols, warmup_s, 100)
+                        await settle_mail()
+                        sent_at.clear()
+                        email_sent_ns.clear()
+                        for path in stack.mail_dir.glob("*.eml*"):
+                            path.unlink()
                         # 5,000 ticks/s again, 50 of them firing an email each second.
                         count, achieved = await stream(mail_symbols, min(seconds, 10), 100)
                         expected = len(sent_at) + len(email_sent_ns)
-                        deadline = time.monotonic() + 60
                         mail_dir = stack.mail_dir
-                        while (  # noqa: ASYNC110
-                            len(list(mail_dir.glob("*.eml"))) < expected
-                            and time.monotonic() < deadline
-                        ):
-                            await asyncio.sleep(0.1)
+                        await settle_mail()
                         if os.environ.get("BENCH_ENGINE_METRICS"):
                             import aiohttp
 
@@ -343,13 +382,13 @@ async def bench_latency(rate: int, seconds: float, n_symbols: int, data_dir: Pat
                             email_ms.append((accepted_ns - email_sent_ns[event_id]) / 1e6)
                     if email_ms:
                         print(
-                            f"email:   {count:,} ticks at {achieved:,.0f}/s over "
+                            f"email ({broker}): {count:,} ticks at {achieved:,.0f}/s over "
                             f"{len(mail_symbols)} symbols, {len(email_ms):,}/{expected:,} emails: "
                             f"tick -> email accepted by SMTP p50 {statistics.median(email_ms):.1f}"
                             f" ms, p99 {percentile(email_ms, 99):.1f} ms, max {max(email_ms):.1f} ms"
                         )
                     else:
-                        print("email: no emails received")
+                        print(f"email ({broker}): no emails received")
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
         await reader.stop()
@@ -360,22 +399,77 @@ async def bench_latency(rate: int, seconds: float, n_symbols: int, data_dir: Pat
                 shutil.copy(data_dir / name, Path(tempfile.gettempdir()) / f"bench-alerts-{name}")
 
 
+REPO = Path(__file__).resolve().parent.parent
+APACHE_KAFKA_PORT = int(os.environ.get("APACHE_KAFKA_PORT", "29092"))
+
+
+@contextlib.contextmanager
+def apache_kafka() -> Iterator[str | None]:
+    """Apache Kafka from deploy/apache-kafka (what `make kafka-up` runs): the one already up,
+    else one started here and stopped after. None, with the reason printed, when it cannot run."""
+    script = REPO / "deploy" / "apache-kafka" / "kafka.sh"
+    with socket.socket() as probe:
+        already = probe.connect_ex(("127.0.0.1", APACHE_KAFKA_PORT)) == 0
+    if not already:
+        started = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True)
+        if started.returncode != 0:
+            print(f"latency (apache-kafka): not measured: {started.stderr.strip()[-300:]}")
+            yield None
+            return
+    try:
+        yield f"localhost:{APACHE_KAFKA_PORT}"
+    finally:
+        if not already:
+            subprocess.run(["bash", str(script), "down"], capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100k alerts, 3 s of broker traffic")
     parser.add_argument("--skip-broker", action="store_true")
+    parser.add_argument(
+        "--brokers",
+        default="tansu,apache-kafka",
+        help="which brokers to measure through, in turn (KAFKA_BOOTSTRAP_SERVERS, when set, "
+        "replaces them with that one)",
+    )
     args = parser.parse_args()
     n_alerts = 100_000 if args.quick else 1_000_000
     bench_matching(n_alerts, 1_000, 200_000)
     if args.skip_broker:
         return
     gc.collect()  # the million alerts above are garbage now; do not let them pause the clock
-    data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-bench-alerts-"))
-    try:
-        asyncio.run(bench_latency(5_000, 3 if args.quick else 15, 100, data_dir))
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-    sys.stdout.flush()
+    seconds, warmup_s = (3, 1) if args.quick else (15, 3)
+
+    def measure(broker: str, environ: dict[str, str]) -> None:
+        data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-bench-alerts-"))
+        try:
+            asyncio.run(
+                bench_latency(
+                    5_000, seconds, 100, data_dir, broker=broker, environ=environ, warmup_s=warmup_s
+                )
+            )
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        sys.stdout.flush()
+
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        measure(os.environ["KAFKA_BOOTSTRAP_SERVERS"], dict(os.environ))
+        return
+    for broker in args.brokers.split(","):
+        if broker == "tansu":
+            measure("tansu", dict(os.environ))
+        elif broker == "apache-kafka":
+            with apache_kafka() as bootstrap:
+                if bootstrap is not None:
+                    environ = {
+                        **os.environ,
+                        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                        "KAFKA_ENABLE_IDEMPOTENCE": "true",  # as `make test-apache-kafka` runs
+                    }
+                    measure("apache-kafka", environ)
+        else:
+            parser.error(f"unknown broker {broker!r}: tansu or apache-kafka")
 
 
 if __name__ == "__main__":
