@@ -2,7 +2,8 @@
 
 Every error the gateway answers goes through :func:`problem`: raised ``HTTPException``s from
 aiohttp (404 and 405 from the router, 413 from the body limit) are turned into problems by
-:func:`problem_middleware`, pydantic validation errors become 422 with the field at fault.
+:func:`problem_for` (which the edge middleware calls), pydantic validation errors become 422
+with the field at fault.
 """
 
 from __future__ import annotations
@@ -79,11 +80,10 @@ def validation_problem(exc: ValidationError, where: str) -> ProblemError:
 _SKIP_HEADERS = {"content-type", "content-length"}
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ProblemError as exc:
+def problem_for(request: web.Request, exc: Exception) -> web.Response:
+    """The problem answer for what a handler raised. A raised answer below 400 (a redirect, a
+    304) is not an error: it is raised again as it is. Called by the edge middleware."""
+    if isinstance(exc, ProblemError):
         return problem(
             exc.status,
             exc.detail,
@@ -91,9 +91,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             headers={k: v for k, v in exc.headers.items() if k.lower() not in _SKIP_HEADERS},
             **exc.extensions,
         )
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         headers = {k: v for k, v in exc.headers.items() if k.lower() not in _SKIP_HEADERS}
         detail = ""
         if exc.status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
@@ -103,12 +103,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         elif exc.status == 413:
             detail = f"request body larger than {request.app[MAX_BODY]} bytes"
         return problem(exc.status, detail, headers=headers)
-    except ValidationError as exc:  # a model validated outside parse_body/parse_query
+    if isinstance(exc, ValidationError):  # a model validated outside parse_body/parse_query
         err = validation_problem(exc, "body")
         return problem(422, err.detail, errors=err.extensions["errors"])
-    except Exception:
-        log.exception("unhandled_error", path=request.path, method=request.method)
-        return problem(500, "internal error; the request id identifies it in the logs")
+    log.exception("unhandled_error", path=request.path, method=request.method)
+    return problem(500, "internal error; the request id identifies it in the logs")
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
