@@ -22,12 +22,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tickwatch_alert_engine.engine import trigger_event_id
-from tickwatch_common.events import AlertState, Tick, Trigger
+from tickwatch_common.events import AlertState, Trigger
 from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, TICKS
 from tickwatch_devstack.infra import Stack, free_port
 from tickwatch_devstack.services import service_process
+from tickwatch_devstack.testing import replay_tick
 
 pytestmark = pytest.mark.e2e
 
@@ -74,16 +75,7 @@ class Feed:
 
     async def tick(self, price: str) -> None:
         self.ts += 1000
-        base, quote = self.symbol.split("-")
-        tick = Tick(
-            symbol=self.symbol,
-            base=base,
-            quote=quote,
-            source="replay",
-            price=price,  # type: ignore[arg-type]
-            ts_event=self.ts,
-            ts_ingest=int(time.time() * 1000),
-        )
+        tick = replay_tick(self.symbol, price, self.ts, ts_ingest=int(time.time() * 1000))
         await self.publisher.publish(TICKS, tick, key=self.symbol)
 
     async def crossings(self, n: int) -> None:

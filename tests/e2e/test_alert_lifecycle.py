@@ -28,7 +28,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -37,12 +37,11 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from aiohttp import web
-from tickwatch_common.events import Tick
 from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import TICKS
 from tickwatch_devstack.infra import Stack, free_port
-from tickwatch_devstack.services import service_process
+from tickwatch_devstack.testing import log_tail, replay_tick, service_running_off_loop
 
 pytestmark = pytest.mark.e2e
 
@@ -52,13 +51,6 @@ WEBHOOK_BUDGET_S = 5.0
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def log_tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
 
 
 async def until(
@@ -91,20 +83,6 @@ def mails_to(mail_dir: Path, address: str) -> list[tuple[Path, EmailMessage]]:
         if address in str(msg.get("To", "")):
             found.append((path, msg))  # type: ignore[arg-type]
     return found
-
-
-@contextlib.asynccontextmanager
-async def running(
-    service: str, env: dict[str, str], port: int, log_path: Path
-) -> AsyncIterator[None]:
-    """``service_process`` entered in a thread: its blocking wait for ``/ready`` must not stop
-    this event loop, where the webhook receiver answers the notifier."""
-    manager = service_process(service, env, port, log_path=log_path, timeout_s=30)
-    await asyncio.to_thread(manager.__enter__)
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 @dataclass
@@ -153,18 +131,8 @@ class Ticks:
     async def tick(self, price: str) -> tuple[float, float]:
         """Publish and wait for the broker's acknowledgement; answers when the publish began,
         as ``(time.time(), time.perf_counter())``."""
-        base, quote = self.symbol.split("-")
         wall, mono = time.time(), time.perf_counter()
-        now = int(wall * 1000)
-        tick = Tick(
-            symbol=self.symbol,
-            base=base,
-            quote=quote,
-            source="replay",
-            price=price,  # type: ignore[arg-type]
-            ts_event=now,
-            ts_ingest=now,
-        )
+        tick = replay_tick(self.symbol, price, int(wall * 1000))
         await self.publisher.publish(TICKS, tick, key=self.symbol)
         return wall, mono
 
@@ -236,7 +204,9 @@ async def test_alert_lifecycle_email_and_signed_webhook_fire_once_with_history(
         async with contextlib.AsyncExitStack() as services:
             await asyncio.gather(
                 *(
-                    services.enter_async_context(running(name, env, port, logs[name]))
+                    services.enter_async_context(
+                        service_running_off_loop(name, env, port, logs[name])
+                    )
                     for name, port in ports.items()
                 )
             )

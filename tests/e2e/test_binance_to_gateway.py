@@ -10,7 +10,6 @@ within 100 ms (median), and a forced disconnect must be repaired with new prices
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import statistics
@@ -27,6 +26,7 @@ import aiohttp
 import pytest
 from tickwatch_devstack.infra import Stack, free_port
 from tickwatch_devstack.services import service_process
+from tickwatch_devstack.testing import log_tail, service_running_off_loop
 from tickwatch_ingestor.testing import FakeBinance
 
 pytestmark = pytest.mark.e2e
@@ -34,27 +34,6 @@ pytestmark = pytest.mark.e2e
 TRADES = 20
 MEDIAN_BUDGET_S = 0.100
 RECONNECT_BUDGET_S = 2.0
-
-
-def log_tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-@contextlib.asynccontextmanager
-async def running(
-    service: str, env: dict[str, str], port: int, log_path: Path
-) -> AsyncIterator[None]:
-    """``service_process`` entered and left in a thread: its blocking wait for ``/ready`` must
-    not stop this event loop, where the fake Binance server answers the service."""
-    manager = service_process(service, env, port, log_path=log_path, timeout_s=30)
-    await asyncio.to_thread(manager.__enter__)
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +63,7 @@ class Feed:
     logs: list[Path]
 
     def diagnostics(self) -> str:
-        return "\n".join(f"--- {p.name}\n{log_tail(p)}" for p in self.logs)
+        return "\n".join(f"--- {p.name}\n{log_tail(p, chars=3000)}" for p in self.logs)
 
     async def served(self, symbol: str) -> dict[str, Any]:
         """The gateway's answer; a non-200 one as ``{"status": …, "body": …}``."""
@@ -130,7 +109,7 @@ async def feed(
         env["BINANCE_WS_URL"] = fake.ws_url
         env["BINANCE_REST_URL"] = fake.rest_url
         async with (
-            running("ingestor", env, free_port(), log),
+            service_running_off_loop("ingestor", env, free_port(), log),
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=1, force_close=False)
             ) as http,

@@ -18,22 +18,15 @@ from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import TICKS
 from tickwatch_devstack.infra import Stack, free_port
 from tickwatch_devstack.services import service_process
+from tickwatch_devstack.testing import replay_tick
 
 pytestmark = pytest.mark.e2e
 
 
 def tick(symbol: str, price: str, ts: int) -> Tick:
-    base, quote = symbol.split("-")
-    return Tick(
-        symbol=symbol,
-        base=base,
-        quote=quote,
-        source="replay",
-        price=price,
-        volume_24h="1234.5",
-        change_24h_pct="-1.25",
-        ts_event=ts,
-        ts_ingest=ts + 3,
+    """A replay tick with the 24 h figures that the price route answers alongside the price."""
+    return replay_tick(
+        symbol, price, ts, ts_ingest=ts + 3, volume_24h="1234.5", change_24h_pct="-1.25"
     )
 
 

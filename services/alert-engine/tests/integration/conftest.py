@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from tickwatch_alert_engine.settings import Settings
-from tickwatch_common.events import AlertState, Tick, Trigger
+from tickwatch_common.events import AlertState, Trigger
 from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, TICKS
+from tickwatch_devstack.testing import TopicCollector, replay_tick
 
 
 class Harness:
     """Publishes alerts and ticks as the gateway and the ingestor do; collects the triggers."""
 
-    def __init__(self, publisher: Publisher, bootstrap: str) -> None:
+    def __init__(self, publisher: Publisher, trigger_collector: TopicCollector) -> None:
         self.publisher = publisher
-        self.bootstrap = bootstrap
-        self.triggers: list[Trigger] = []
         self.ts = int(time.time() * 1000)
-        self._task: asyncio.Task[None] | None = None
+        self._collector = trigger_collector
+
+    @property
+    def triggers(self) -> list[Trigger]:
+        return self._collector.received(Trigger)
 
     async def alert(
         self, alert_id: str, symbol: str, condition: str, target: str, **kw: Any
@@ -46,55 +47,21 @@ class Harness:
 
     async def tick(self, symbol: str, price: str) -> None:
         self.ts += 1000
-        base, quote = symbol.split("-")
-        tick = Tick(
-            symbol=symbol,
-            base=base,
-            quote=quote,
-            source="replay",
-            price=price,  # type: ignore[arg-type]
-            ts_event=self.ts,
-            ts_ingest=int(time.time() * 1000),
-        )
+        tick = replay_tick(symbol, price, self.ts, ts_ingest=int(time.time() * 1000))
         await self.publisher.publish(TICKS, tick, key=symbol)
 
     def fired(self, alert_id: str) -> list[Trigger]:
         return [t for t in self.triggers if t.alert_id == alert_id]
 
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
-        await consumer.start()
-        tps = [TopicPartition(ALERTS_TRIGGERED.name, p) for p in range(ALERTS_TRIGGERED.partitions)]
-        consumer.assign(tps)
-        for tp in tps:  # offset 0 rather than seek_to_beginning(), which Tansu has answered wrongly
-            consumer.seek(tp, 0)
-
-        async def collect() -> None:
-            try:
-                async for record in consumer:
-                    if record.value is not None:
-                        self.triggers.append(Trigger.model_validate_json(record.value))
-            finally:
-                await consumer.stop()
-
-        self._task = asyncio.create_task(collect())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
 
 @pytest.fixture
 async def harness(stack: Any) -> AsyncIterator[Harness]:
     settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
-    async with kafka_producer(settings, linger_ms=0) as publisher:
-        h = Harness(publisher, stack.kafka_bootstrap_servers)
-        await h.start()
-        try:
-            yield h
-        finally:
-            await h.stop()
+    async with (
+        kafka_producer(settings, linger_ms=0) as publisher,
+        TopicCollector(stack.kafka_bootstrap_servers, [ALERTS_TRIGGERED]) as trigger_collector,
+    ):
+        yield Harness(publisher, trigger_collector)
 
 
 @pytest.fixture

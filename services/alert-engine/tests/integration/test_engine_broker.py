@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,20 +14,13 @@ from tickwatch_alert_engine.engine import trigger_event_id
 from tickwatch_alert_engine.settings import Settings
 from tickwatch_common.kafka import partition_for
 from tickwatch_common.topics import SYMBOL_PARTITIONS
+from tickwatch_devstack.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def unique_symbol() -> str:
     return f"T{uuid.uuid4().hex[:7].upper()}-USDT"
-
-
-async def wait_for(predicate: Callable[[], object], timeout_s: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def aid() -> str:
@@ -49,10 +40,10 @@ async def assigned_with_alerts(
     """Wait for the assignment, publish ``alert`` (id, symbol, condition, target) and then the
     ``sentinel`` (id, symbol, above-target), and wait until the engine holds both. The
     sentinel's trigger later tells that every tick published before its own was handled."""
-    await wait_for(worker.assigned.is_set, what="assignment")
+    await wait_until(worker.assigned.is_set, what="assignment")
     await harness.alert(*alert, **kw)
     await harness.alert(sentinel[0], sentinel[1], "above", sentinel[2])
-    await wait_for(lambda: sentinel[0] in worker.engine.alerts, what="alerts loaded")
+    await wait_until(lambda: sentinel[0] in worker.engine.alerts, what="alerts loaded")
 
 
 async def test_crossing_published_to_the_broker_fires_exactly_once(
@@ -71,7 +62,7 @@ async def test_crossing_published_to_the_broker_fires_exactly_once(
         for price in ["69990", "70010", "70020", "69000", "69500"]:
             await harness.tick(symbol, price)
         await harness.tick(symbol, "90000")  # fires the sentinel: everything before is handled
-        await wait_for(lambda: harness.fired(sentinel), what="sentinel trigger")
+        await wait_until(lambda: harness.fired(sentinel), what="sentinel trigger")
 
     [trigger] = harness.fired(cross)
     assert trigger.event_id == trigger_event_id(cross, 1)
@@ -113,11 +104,11 @@ async def test_restart_mid_stream_loses_and_duplicates_no_crossing(
             expected += 1
 
     async with running_engine(engine_settings, serve_ops=False) as worker:
-        await wait_for(worker.assigned.is_set, what="assignment")
+        await wait_until(worker.assigned.is_set, what="assignment")
         await harness.alert(alert, symbol, "crosses_up", "100", frequency="recurring")
-        await wait_for(lambda: alert in worker.engine.alerts, what="alert loaded")
+        await wait_until(lambda: alert in worker.engine.alerts, what="alert loaded")
         await crossings(5)
-        await wait_for(lambda: len(harness.fired(alert)) >= 2, what="first triggers")
+        await wait_until(lambda: len(harness.fired(alert)) >= 2, what="first triggers")
     # Down: these ticks wait in the broker. The last price before the stop was 101.
     await harness.tick(symbol, "99")
     await harness.tick(symbol, "100.5")
@@ -125,11 +116,11 @@ async def test_restart_mid_stream_loses_and_duplicates_no_crossing(
     await crossings(3)
     await harness.tick(symbol, "99.5")  # last price before the restart is below the target
     async with running_engine(engine_settings, serve_ops=False) as worker:
-        await wait_for(worker.assigned.is_set, what="assignment after restart")
+        await wait_until(worker.assigned.is_set, what="assignment after restart")
         await harness.tick(symbol, "100")  # crosses from the durable last price 99.5
         expected += 1
         await crossings(2)
-        await wait_for(
+        await wait_until(
             lambda: len({t.event_id for t in harness.fired(alert)}) >= expected, what="all triggers"
         )
 
@@ -160,10 +151,10 @@ async def test_two_replicas_split_partitions_and_fire_every_alert_once(
                 and one.owned | two.owned == set(range(SYMBOL_PARTITIONS))
             )
 
-        await wait_for(split, timeout_s=45, what="two replicas sharing the partitions")
+        await wait_until(split, timeout_s=45, what="two replicas sharing the partitions")
         for symbol, alert in alerts.items():
             await harness.alert(alert, symbol, "crosses_down", "50")
-        await wait_for(
+        await wait_until(
             lambda: all(a in one.engine.alerts or a in two.engine.alerts for a in alerts.values()),
             what="alerts loaded by their owners",
         )
@@ -172,7 +163,7 @@ async def test_two_replicas_split_partitions_and_fire_every_alert_once(
             await harness.tick(symbol, "49")
             await harness.tick(symbol, "51")
             await harness.tick(symbol, "49")
-        await wait_for(
+        await wait_until(
             lambda: all(harness.fired(a) for a in alerts.values()), what="every alert fired"
         )
         fired_by_one = sum(1 for a in alerts.values() if a in one.engine.alerts)
@@ -190,9 +181,9 @@ async def test_a_batch_that_fails_half_way_is_replayed_from_the_record(
     symbol = unique_symbol()
     alert = aid()
     async with running_engine(engine_settings, serve_ops=False) as worker:
-        await wait_for(worker.assigned.is_set, what="assignment")
+        await wait_until(worker.assigned.is_set, what="assignment")
         await harness.alert(alert, symbol, "crosses_up", "100", frequency="recurring")
-        await wait_for(lambda: alert in worker.engine.alerts, what="alert loaded")
+        await wait_until(lambda: alert in worker.engine.alerts, what="alert loaded")
         save = worker.store.save_batch
         failures = []
 
@@ -205,10 +196,12 @@ async def test_a_batch_that_fails_half_way_is_replayed_from_the_record(
         worker.store.save_batch = flaky_save  # type: ignore[method-assign]
         await harness.tick(symbol, "99")
         await harness.tick(symbol, "101")
-        await wait_for(lambda: failures and len(harness.fired(alert)) >= 2, what="replayed trigger")
+        await wait_until(
+            lambda: failures and len(harness.fired(alert)) >= 2, what="replayed trigger"
+        )
         await harness.tick(symbol, "99")
         await harness.tick(symbol, "102")
-        await wait_for(lambda: any(t.sequence == 2 for t in harness.fired(alert)), what="second")
+        await wait_until(lambda: any(t.sequence == 2 for t in harness.fired(alert)), what="second")
 
     assert_sequences_up_to(2, harness.fired(alert), alert)
 
@@ -231,9 +224,9 @@ async def test_a_pct_move_that_spans_a_restart_fires_exactly_once(
             window_seconds=3600,
         )
         await harness.tick(symbol, "100")
-        await wait_for(lambda: worker.engine.index.window_samples(symbol), what="first tick")
+        await wait_until(lambda: worker.engine.index.window_samples(symbol), what="first tick")
         await harness.tick(symbol, "101")
-        await wait_for(
+        await wait_until(
             lambda: worker.engine.index.last_price(symbol) == (Decimal("101"), harness.ts),
             what="second tick",
         )
@@ -245,11 +238,11 @@ async def test_a_pct_move_that_spans_a_restart_fires_exactly_once(
             worker.flush = no_flush  # type: ignore[method-assign]
     await harness.tick(symbol, "103")  # while the engine is down
     async with running_engine(engine_settings, serve_ops=False) as worker:
-        await wait_for(worker.assigned.is_set, what="assignment after restart")
+        await wait_until(worker.assigned.is_set, what="assignment after restart")
         await harness.tick(symbol, "105.5")  # 5.5 % above the 100 from before the restart
         await harness.tick(symbol, "106")
         await harness.tick(symbol, "1000")
-        await wait_for(lambda: harness.fired(sentinel), what="sentinel trigger")
+        await wait_until(lambda: harness.fired(sentinel), what="sentinel trigger")
 
     [trigger] = harness.fired(move)
     assert (trigger.condition, str(trigger.threshold), str(trigger.price)) == (
@@ -287,14 +280,14 @@ async def test_a_batch_cancelled_between_publishing_and_recording_is_replayed_on
         worker.store.save_batch = stuck_save  # type: ignore[method-assign]
         await harness.tick(symbol, "99")
         await harness.tick(symbol, "101")
-        await wait_for(lambda: harness.fired(alert), what="trigger published")
+        await wait_until(lambda: harness.fired(alert), what="trigger published")
         assert worker.task is not None
         worker.task.cancel()
     async with running_engine(engine_settings, serve_ops=False) as worker:
-        await wait_for(worker.assigned.is_set, what="assignment after restart")
+        await wait_until(worker.assigned.is_set, what="assignment after restart")
         await harness.tick(symbol, "99")
         await harness.tick(symbol, "102")
         await harness.tick(symbol, "1000")
-        await wait_for(lambda: harness.fired(sentinel), what="sentinel trigger")
+        await wait_until(lambda: harness.fired(sentinel), what="sentinel trigger")
 
     assert_sequences_up_to(2, harness.fired(alert), alert)

@@ -8,12 +8,12 @@ import uuid
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType
 from tickwatch_common.events import NotificationStatus, Trigger, TriggerChannel
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import ALERTS_TRIGGERED, NOTIFICATIONS_STATUS
 from tickwatch_devstack.infra import Stack
+from tickwatch_devstack.testing import receive_json_until
 from tickwatch_gateway.alerts_runtime import ALERT_PUSH_POSITIONED
 
 from .alerts_support import Client, alerts_client, create, eventually
@@ -112,21 +112,6 @@ async def test_triggers_and_statuses_show_up_in_the_alert_events(
     assert (await resp.json())["items"][0]["status"] == "triggered"
 
 
-async def receive_until(ws: Any, check: Any, timeout_s: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    seen: list[Any] = []
-    while True:
-        try:
-            msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
-        except TimeoutError:
-            raise AssertionError(f"no matching message within {timeout_s}s; got {seen}") from None
-        assert msg.type == WSMsgType.TEXT, (msg, seen)
-        body = msg.json()
-        if check(body):
-            return body  # type: ignore[no-any-return]
-        seen.append(body)
-
-
 async def test_the_owner_receives_the_trigger_live_and_nobody_else(
     stack: Stack, make_client: MakeClient
 ) -> None:
@@ -137,11 +122,11 @@ async def test_the_owner_receives_the_trigger_live_and_nobody_else(
     for name, user in (("alice", alice), ("bob", bob)):
         ws = await client.ws_connect("/ws")
         await ws.send_json({"op": "subscribe", "channels": ["alerts"]})
-        assert "authenticate" in (await receive_until(ws, lambda b: "op" in b))["error"]
+        assert "authenticate" in (await receive_json_until(ws, lambda b: "op" in b))["error"]
         await ws.send_json({"op": "auth", "token": user["access_token"]})
-        await receive_until(ws, lambda b: b.get("op") == "authenticated")
+        await receive_json_until(ws, lambda b: b.get("op") == "authenticated")
         await ws.send_json({"op": "subscribe", "channels": ["alerts"]})
-        await receive_until(ws, lambda b: b.get("op") == "subscribed")
+        await receive_json_until(ws, lambda b: b.get("op") == "subscribed")
         sockets[name] = ws
     positioned = client.server.app[ALERT_PUSH_POSITIONED]
     await eventually(lambda: _true(positioned.is_set()), "alert push positioned")
@@ -151,7 +136,7 @@ async def test_the_owner_receives_the_trigger_live_and_nobody_else(
     async with kafka_producer(settings) as publisher:
         await publisher.publish(ALERTS_TRIGGERED, trigger, key=trigger.alert_id)
 
-    got = await receive_until(sockets["alice"], lambda b: b.get("channel") == "alerts")
+    got = await receive_json_until(sockets["alice"], lambda b: b.get("channel") == "alerts")
     data = got["data"]
     assert (data["event_id"], data["alert_id"], data["price"]) == (
         trigger.event_id,
@@ -161,7 +146,7 @@ async def test_the_owner_receives_the_trigger_live_and_nobody_else(
     assert "channels" not in data  # addresses and secrets stay server-side
     # Bob's socket answers a ping without any alert before it.
     await sockets["bob"].send_json({"op": "ping"})
-    reply = await receive_until(sockets["bob"], lambda b: True)
+    reply = await receive_json_until(sockets["bob"], lambda b: True)
     assert reply == {"op": "pong"}
     for ws in sockets.values():
         await ws.close()

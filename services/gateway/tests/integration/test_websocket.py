@@ -8,43 +8,16 @@ from typing import Any
 
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
-from tickwatch_common.events import Candle, Tick
+from tickwatch_common.events import Candle
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import CANDLES, TICKS
 from tickwatch_devstack.infra import Stack
+from tickwatch_devstack.testing import receive_json_until, replay_tick
 
 from .conftest import signup
 
 Client = TestClient[Any, Any]
-
-
-def tick(symbol: str, price: str, ts: int) -> Tick:
-    base, quote = symbol.split("-")
-    return Tick(
-        symbol=symbol,
-        base=base,
-        quote=quote,
-        source="replay",
-        price=price,
-        ts_event=ts,
-        ts_ingest=ts,
-    )
-
-
-async def receive_until(ws: Any, check: Any, timeout_s: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    seen: list[Any] = []
-    while True:
-        try:
-            msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
-        except TimeoutError:
-            raise AssertionError(f"no matching message within {timeout_s}s; got {seen}") from None
-        assert msg.type == WSMsgType.TEXT, (msg, seen)
-        body = msg.json()
-        if check(body):
-            return body  # type: ignore[no-any-return]
-        seen.append(body)
 
 
 async def wait_ready(client: Client) -> None:
@@ -63,16 +36,16 @@ async def test_subscribers_receive_published_ticks_and_candles(
     await exact.send_json(
         {"op": "subscribe", "channels": ["prices:btcusdt", "candles:BTC-USDT:1m"]}
     )
-    reply = await receive_until(exact, lambda b: b.get("op") == "subscribed")
+    reply = await receive_json_until(exact, lambda b: b.get("op") == "subscribed")
     assert reply["channels"] == ["prices:BTC-USDT", "candles:BTC-USDT:1m"]
     await wild.send_json({"op": "subscribe", "channels": ["prices:*"]})
-    await receive_until(wild, lambda b: b.get("op") == "subscribed")
+    await receive_json_until(wild, lambda b: b.get("op") == "subscribed")
 
     now = int(time.time() * 1000) + 50_000_000
     settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
     async with kafka_producer(settings) as publisher:
-        await publisher.publish(TICKS, tick("BTC-USDT", "71000.5", now), key="BTC-USDT")
-        await publisher.publish(TICKS, tick("ETH-USDT", "3900.25", now), key="ETH-USDT")
+        await publisher.publish(TICKS, replay_tick("BTC-USDT", "71000.5", now), key="BTC-USDT")
+        await publisher.publish(TICKS, replay_tick("ETH-USDT", "3900.25", now), key="ETH-USDT")
         await publisher.publish(
             CANDLES,
             Candle(
@@ -99,9 +72,9 @@ async def test_subscribers_receive_published_ticks_and_candles(
         price = latest.get("prices:BTC-USDT") or {}
         return price.get("price") == "71000.5" and "candles:BTC-USDT:1m" in latest
 
-    await receive_until(exact, both_seen)
+    await receive_json_until(exact, both_seen)
     assert latest["candles:BTC-USDT:1m"]["close"] == "1.5"
-    eth = await receive_until(wild, lambda b: b.get("channel") == "prices:ETH-USDT")
+    eth = await receive_json_until(wild, lambda b: b.get("channel") == "prices:ETH-USDT")
     assert eth["data"]["price"] == "3900.25"
     await exact.close()
     await wild.close()

@@ -2,72 +2,42 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from tickwatch_common.events import NotificationDeadLetter, NotificationStatus
 from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import NOTIFICATIONS_DLQ, NOTIFICATIONS_STATUS
+from tickwatch_devstack.testing import TopicCollector
 from tickwatch_notifier.settings import Settings
 
 
 class Outcomes:
     """Everything on notifications.status.v1 and notifications.dlq.v1, from the beginning."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.statuses: list[NotificationStatus] = []
-        self.dead: list[NotificationDeadLetter] = []
-        self._task: asyncio.Task[None] | None = None
+    def __init__(self, collector: TopicCollector) -> None:
+        self._collector = collector
+
+    @property
+    def statuses(self) -> list[NotificationStatus]:
+        return self._collector.received(NotificationStatus)
+
+    @property
+    def dead(self) -> list[NotificationDeadLetter]:
+        return self._collector.received(NotificationDeadLetter)
 
     def status_of(self, event_id: str) -> list[str]:
         return [s.status for s in self.statuses if s.event_id == event_id]
 
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
-        await consumer.start()
-        tps = [
-            TopicPartition(t.name, p)
-            for t in (NOTIFICATIONS_STATUS, NOTIFICATIONS_DLQ)
-            for p in range(t.partitions)
-        ]
-        consumer.assign(tps)
-        for tp in tps:  # offset 0 rather than seek_to_beginning(), which Tansu has answered wrongly
-            consumer.seek(tp, 0)
-
-        async def collect() -> None:
-            try:
-                async for record in consumer:
-                    if record.value is None:
-                        continue
-                    if record.topic == NOTIFICATIONS_STATUS.name:
-                        self.statuses.append(NotificationStatus.model_validate_json(record.value))
-                    else:
-                        self.dead.append(NotificationDeadLetter.model_validate_json(record.value))
-            finally:
-                await consumer.stop()
-
-        self._task = asyncio.create_task(collect())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
 
 @pytest.fixture
 async def outcomes(stack: Any) -> AsyncIterator[Outcomes]:
-    o = Outcomes(stack.kafka_bootstrap_servers)
-    await o.start()
-    try:
-        yield o
-    finally:
-        await o.stop()
+    topics = [NOTIFICATIONS_STATUS, NOTIFICATIONS_DLQ]
+    async with TopicCollector(stack.kafka_bootstrap_servers, topics) as collector:
+        yield Outcomes(collector)
 
 
 @pytest.fixture

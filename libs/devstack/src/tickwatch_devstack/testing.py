@@ -1,0 +1,158 @@
+"""Test code that several services' integration tests and the end-to-end tests share.
+
+Each service's tests and ``tests/e2e`` used to carry their own copy of these: waiting for a
+condition with a deadline, collecting a topic from its first offset, building a replay tick,
+reading a WebSocket until a matching message, running a service process off the event loop.
+They live here, next to the servers those tests run against, so that a fix reaches every copy.
+Whatever here waits, waits for a condition with a deadline, never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from tickwatch_common.events import Event, Tick
+from tickwatch_common.topics import BY_NAME, Topic
+
+from tickwatch_devstack.services import service_process
+
+EventT = TypeVar("EventT", bound=Event)
+
+
+async def wait_until(
+    predicate: Callable[[], object], timeout_s: float = 30, what: str = ""
+) -> None:
+    """Poll ``predicate`` every 20 ms until it is truthy; ``TimeoutError`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def replay_tick(
+    symbol: str,
+    price: str,
+    ts_event: int,
+    *,
+    ts_ingest: int | None = None,
+    volume_24h: str | None = None,
+    change_24h_pct: str | None = None,
+) -> Tick:
+    """A tick of ``symbol`` (``BASE-QUOTE``) as the replay source publishes it; ``ts_ingest``
+    defaults to ``ts_event``."""
+    base, quote = symbol.split("-")
+    fields: dict[str, Any] = {
+        "symbol": symbol,
+        "base": base,
+        "quote": quote,
+        "source": "replay",
+        "price": price,
+        "ts_event": ts_event,
+        "ts_ingest": ts_event if ts_ingest is None else ts_ingest,
+    }
+    if volume_24h is not None:
+        fields["volume_24h"] = volume_24h
+    if change_24h_pct is not None:
+        fields["change_24h_pct"] = change_24h_pct
+    return Tick.model_validate(fields)
+
+
+class TopicCollector:
+    """Every event on ``topics`` from offset 0, read in the background without a consumer
+    group, so a test sees what a service published before and after the collector started.
+
+    Offset 0 is sought explicitly rather than by ``seek_to_beginning()``, which Tansu has
+    answered wrongly. Use it as an async context manager, or call ``start`` and ``stop``.
+    """
+
+    def __init__(self, bootstrap_servers: str, topics: Sequence[Topic]) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = tuple(topics)
+        self.events: list[Event] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def received(self, model: type[EventT]) -> list[EventT]:
+        """The events of type ``model`` collected so far, in arrival order."""
+        return [e for e in self.events if isinstance(e, model)]
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None)
+        await consumer.start()
+        partitions = [TopicPartition(t.name, p) for t in self.topics for p in range(t.partitions)]
+        consumer.assign(partitions)
+        for partition in partitions:
+            consumer.seek(partition, 0)
+
+        async def collect() -> None:
+            try:
+                async for record in consumer:
+                    if record.value is not None:
+                        model = BY_NAME[record.topic].model
+                        self.events.append(model.model_validate_json(record.value))
+            finally:
+                await consumer.stop()
+
+        self._task = asyncio.create_task(collect())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+async def receive_json_until(
+    ws: aiohttp.ClientWebSocketResponse,
+    matches: Callable[[dict[str, Any]], object],
+    timeout_s: float = 15,
+) -> dict[str, Any]:
+    """Read JSON text messages from ``ws`` until one ``matches``; answer that one. Fails (with
+    every message skipped) after ``timeout_s``, or on a message that is not text."""
+    deadline = time.monotonic() + timeout_s
+    seen: list[Any] = []
+    while True:
+        try:
+            msg = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"no matching message within {timeout_s}s; got {seen}") from None
+        assert msg.type == aiohttp.WSMsgType.TEXT, (msg, seen)
+        body = msg.json()
+        if matches(body):
+            return body  # type: ignore[no-any-return]
+        seen.append(body)
+
+
+def log_tail(path: Path, chars: int = 4000) -> str:
+    """The last ``chars`` characters of a service's log, for a failure message."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.asynccontextmanager
+async def service_running_off_loop(
+    service: str, env: dict[str, str], port: int, log_path: Path, timeout_s: float = 30
+) -> AsyncIterator[None]:
+    """``service_process`` entered and left in a thread: its blocking wait for ``/ready`` must
+    not stop the test's event loop, where fakes and receivers answer the service."""
+    manager = service_process(service, env, port, log_path=log_path, timeout_s=timeout_s)
+    await asyncio.to_thread(manager.__enter__)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
