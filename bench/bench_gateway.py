@@ -6,8 +6,10 @@ measured in the same run with the same load generator; then WebSocket fan-out.
 
 Starts its own infrastructure (start_stack: Tansu, PostgreSQL, Redis) under a temporary folder,
 the gateway as a process (every middleware on: request ids, CORS, auth, rate limits counted in
-Redis with a budget too large to trip), and a bare aiohttp app in another process that answers
-the same body. The load generator is a small keep-alive HTTP/1.1 client on raw asyncio streams,
+Redis with a budget too large to trip), and two bare aiohttp apps in other processes that answer
+the same body: ``json``, the JSON handler as aiohttp documents it (``web.json_response(data)``,
+the dict encoded per request), the baseline of the ratio the issue sets; and ``bytes``, a
+stricter floor that answers bytes encoded once, printed next to it. The load generator is a small keep-alive HTTP/1.1 client on raw asyncio streams,
 so it costs far less per request than either server. On a 2-core machine the generator and the
 server share the cores; the ratio is the figure to read, the absolute numbers are this machine's.
 Both servers run on uvloop, as the services do. The WebSocket phase starts ``--ws-replicas``
@@ -25,6 +27,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -60,14 +63,19 @@ BODY = {
 # ---------------------------------------------------------------- the bare baseline server
 
 
-def serve_bare(port: int) -> None:
+def serve_bare(port: int, kind: str) -> None:
+    """``json``: the handler as aiohttp documents it, ``web.json_response(data)``, which encodes
+    the dict on every request. ``bytes``: a stricter floor that answers bytes encoded once."""
     body = json.dumps(BODY, separators=(",", ":")).encode()
 
-    async def handler(_: web.Request) -> web.Response:
+    async def json_handler(_: web.Request) -> web.Response:
+        return web.json_response(BODY)
+
+    async def bytes_handler(_: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
     app = web.Application()
-    app.router.add_get("/api/v1/prices/{symbol}", handler)
+    app.router.add_get("/api/v1/prices/{symbol}", json_handler if kind == "json" else bytes_handler)
     web.run_app(
         app,
         host="127.0.0.1",
@@ -76,6 +84,20 @@ def serve_bare(port: int) -> None:
         print=None,
         loop=uvloop.new_event_loop(),  # as the services run
     )
+
+
+BARE_KINDS = ("json", "bytes")
+
+
+def wait_listening(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {port}")
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- the load generator
@@ -288,10 +310,6 @@ def ws_fanout(
     by_tick: dict[int, list[float]] = {}
     for sent, ms in samples:
         by_tick.setdefault(sent, []).append(ms)
-    latencies = [ms for _, ms in samples]
-    by_tick: dict[int, list[float]] = {}
-    for sent, ms in samples:
-        by_tick.setdefault(sent, []).append(ms)
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "clients": clients,
@@ -408,10 +426,11 @@ def main() -> None:
     parser.add_argument("--ws-clients", type=int, default=10000)
     parser.add_argument("--ws-ticks", type=int, default=10)
     parser.add_argument("--ws-replicas", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare", help=argparse.SUPPRESS)  # kind:port, in a child process
     args = parser.parse_args()
     if args.bare:
-        serve_bare(args.bare)
+        kind, port = args.bare.split(":")
+        serve_bare(int(port), kind)
         return
 
     data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-bench-"))
@@ -427,36 +446,48 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
             "WS_HEARTBEAT_S": "60",
         }
-        gw_port, bare_port = free_port(), free_port()
-        bare = subprocess.Popen([sys.executable, __file__, "--bare", str(bare_port)])
+        gw_port = free_port()
+        bare_ports = {kind: free_port() for kind in BARE_KINDS}
+        bares = [
+            subprocess.Popen([sys.executable, __file__, "--bare", f"{kind}:{port}"])
+            for kind, port in bare_ports.items()
+        ]
         try:
             with service_process("gateway", env, gw_port, log_path=data_dir / "gateway.log"):
                 asyncio.run(prime(stack.kafka_bootstrap_servers, gw_port))
+                for port in bare_ports.values():
+                    wait_listening(port)
                 path = f"/api/v1/prices/{SYMBOL}"
                 rounds = []
-                for _ in range(args.rounds):  # alternate, so a noisy neighbour hits both
-                    bare_run = uvloop.run(load(bare_port, path, args.seconds, args.connections))
+                for _ in range(args.rounds):  # alternate, so a noisy neighbour hits them all
+                    runs = {
+                        kind: uvloop.run(load(port, path, args.seconds, args.connections))
+                        for kind, port in bare_ports.items()
+                    }
                     gw_run = uvloop.run(load(gw_port, path, args.seconds, args.connections))
-                    rounds.append(
-                        {
-                            "bare_rps": round(bare_run["rps"]),
-                            "bare_p99_ms": round(bare_run["p99_ms"], 2),
-                            "gateway_rps": round(gw_run["rps"]),
-                            "gateway_p50_ms": round(gw_run["p50_ms"], 2),
-                            "gateway_p99_ms": round(gw_run["p99_ms"], 2),
-                            "gateway_errors": gw_run["errors"],
-                            "ratio": round(gw_run["rps"] / bare_run["rps"], 3),
-                        }
+                    row: dict[str, float] = {}
+                    for kind, run in runs.items():
+                        row[f"bare_{kind}_rps"] = round(run["rps"])
+                        row[f"bare_{kind}_p99_ms"] = round(run["p99_ms"], 2)
+                    row |= {
+                        "gateway_rps": round(gw_run["rps"]),
+                        "gateway_p50_ms": round(gw_run["p50_ms"], 2),
+                        "gateway_p99_ms": round(gw_run["p99_ms"], 2),
+                        "gateway_errors": gw_run["errors"],
+                    }
+                    for kind, run in runs.items():
+                        row[f"ratio_vs_{kind}"] = round(gw_run["rps"] / run["rps"], 3)
+                    rounds.append(row)
+                results: dict[str, object] = {"http_rounds": rounds}
+                for kind in BARE_KINDS:
+                    results[f"ratio_vs_{kind}_median"] = statistics.median(
+                        r[f"ratio_vs_{kind}"] for r in rounds
                     )
-                bare.terminate()
-                results: dict[str, object] = {
-                    "http_rounds": rounds,
-                    "ratio_median": statistics.median(r["ratio"] for r in rounds),
-                    "gateway_p99_ms_worst": max(r["gateway_p99_ms"] for r in rounds),
-                }
+                results["gateway_p99_ms_worst"] = max(r["gateway_p99_ms"] for r in rounds)
         finally:
-            bare.terminate()
-            bare.wait(10)
+            for bare in bares:
+                bare.terminate()
+                bare.wait(10)
         if args.ws_clients:
             results["ws_fanout"] = ws_phase(stack.kafka_bootstrap_servers, env, data_dir, args)
         print(json.dumps(results, indent=2))

@@ -23,7 +23,7 @@ from tickwatch_common.topics import CANDLES, TICKS
 
 from tickwatch_gateway.accounts import AccountStore
 from tickwatch_gateway.alerts_runtime import install_alerts
-from tickwatch_gateway.auth import access_middleware
+from tickwatch_gateway.auth import admit
 from tickwatch_gateway.cache import LatestPrices, RedisGuard, ResponseCache
 from tickwatch_gateway.candles import CandlePersister, CandleStore
 from tickwatch_gateway.fanout import Hub
@@ -93,7 +93,7 @@ CANDLE_STORE_FETCH_WAIT_MS = 500
 
 def build_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[edge_middleware(settings.cors_origin_list), access_middleware],
+        middlewares=[edge_middleware(settings.cors_origin_list, admit)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

@@ -1,6 +1,7 @@
-"""Who is calling, and how much they may: the access middleware and the route guards.
+"""Who is calling, and how much they may: admission (run by the edge middleware) and the route
+guards.
 
-The middleware authenticates ``Authorization: Bearer <access JWT>`` or ``X-API-Key``, picks the
+:func:`admit` authenticates ``Authorization: Bearer <access JWT>`` or ``X-API-Key``, picks the
 rate-limit identity (API key, else user, else client IP; login/register/refresh always by IP on
 their stricter budget), counts the request, and adds ``RateLimit-*`` headers to every answer,
 errors included. Handlers then call :func:`require` with what the operation needs; the owner of
@@ -16,7 +17,8 @@ from typing import Literal
 
 from aiohttp import web
 
-from tickwatch_gateway.problems import Handler, ProblemError
+from tickwatch_gateway.problems import ProblemError
+from tickwatch_gateway.ratelimit import Decision
 from tickwatch_gateway.revocation import RevocationUnknown
 from tickwatch_gateway.state import ACCOUNTS, LIMITER, REVOCATIONS, TOKENS
 from tickwatch_gateway.tokens import API_KEY_PREFIX, SCOPES, AccessClaims, InvalidToken
@@ -83,10 +85,12 @@ async def authenticate(request: web.Request) -> Principal | None:
     return None
 
 
-@web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def admit(request: web.Request) -> Decision | None:
+    """Authenticate and count a request to a guarded path; its rate-limit decision, whose
+    headers the edge middleware puts on the answer. Raises the 401 or 429 problem (carrying
+    the ``RateLimit-*`` headers) for a request that may not go on; None for unguarded paths."""
     if not request.path.startswith(GUARDED_PREFIXES):
-        return await handler(request)
+        return None
     failure: ProblemError | None = None
     principal: Principal | None = None
     try:
@@ -110,14 +114,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         decision.apply(failure.headers)
         raise failure
     request[PRINCIPAL] = principal
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        decision.apply(exc.headers)
-        raise
-    if not response.prepared:
-        decision.apply(response.headers)
-    return response
+    return decision
 
 
 def require(request: web.Request, *, scope: str | None = None, jwt_only: bool = False) -> Principal:

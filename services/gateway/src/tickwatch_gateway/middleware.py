@@ -1,8 +1,10 @@
-"""The edge of every request: its id, CORS, and errors answered as problems, in one layer.
+"""The edge of every request, in one layer: its id, CORS, admission (authentication and rate
+limits, :func:`tickwatch_gateway.auth.admit`) and errors answered as problems.
 
-One middleware rather than three: each aiohttp middleware is a coroutine layer on every request
-(plus the one aiohttp adds whenever there are any), and on the cached price route those layers
-cost about as much as the handler. The three parts stay separate functions below.
+One middleware rather than four: each aiohttp middleware is a coroutine layer on every request
+(plus the one aiohttp adds whenever there are any), about 1.5 % of the cached price route each.
+The parts stay separate functions. The request id reaches log lines through one ContextVar
+(:data:`tickwatch_common.logging.CURRENT_REQUEST_ID`), cheaper than structlog's bind and reset.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from tickwatch_common.logging import CURRENT_REQUEST_ID
 
 from tickwatch_gateway.problems import Handler, problem_for
+from tickwatch_gateway.ratelimit import Decision
 
 REQUEST_ID = "X-Request-ID"
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
@@ -70,7 +74,12 @@ class Cors:
         )
 
 
-def edge_middleware(cors_origins: list[str]) -> Middleware:
+Admit = Callable[[web.Request], Awaitable[Decision | None]]
+
+
+def edge_middleware(cors_origins: list[str], admit: Admit) -> Middleware:
+    """``admit`` decides whether the request may go on (raising the problem when not) and
+    gives the rate-limit decision whose headers every answer carries, errors included."""
     cors = Cors(cors_origins) if cors_origins else None
 
     @web.middleware
@@ -80,21 +89,27 @@ def edge_middleware(cors_origins: list[str]) -> Middleware:
         response: web.StreamResponse | None = None
         if cors is not None and cors_headers is not None:
             response = cors.preflight(request, cors_headers)
+        decision: Decision | None = None
         if response is None:
-            tokens = structlog.contextvars.bind_contextvars(request_id=rid)
+            token = CURRENT_REQUEST_ID.set(rid)
             try:
+                decision = await admit(request)
                 response = await handler(request)
             except Exception as exc:  # problem_for logs what was not expected
                 try:
                     response = problem_for(request, exc)
                 except web.HTTPException as passed:  # a 304 or a redirect, raised on
                     passed.headers[REQUEST_ID] = rid
+                    if decision is not None:
+                        decision.apply(passed.headers)
                     raise
             finally:
-                structlog.contextvars.reset_contextvars(**tokens)
+                CURRENT_REQUEST_ID.reset(token)
         if not response.prepared:
             headers = response.headers
             headers[REQUEST_ID] = rid
+            if decision is not None:
+                decision.apply(headers)
             if cors_headers is not None:
                 headers.update(cors_headers)
                 headers["Access-Control-Expose-Headers"] = Cors.EXPOSE
