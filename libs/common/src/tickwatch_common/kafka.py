@@ -382,14 +382,21 @@ async def stop_consuming(
     task: asyncio.Task[None], stop: asyncio.Event, grace_s: float = 10.0
 ) -> None:
     """Let :func:`consume` finish the batch in hand (so it is committed, not replayed), then
-    cancel it if it has not stopped within ``grace_s``."""
+    cancel it if it has not stopped within ``grace_s``; the task's own failure is raised here.
+
+    ``asyncio.wait`` rather than ``wait_for(shield(...))``: it never cancels the task itself,
+    and a cancellation of the caller goes on to the caller (after the task is stopped) instead
+    of being taken for a timeout and swallowed."""
     stop.set()
     try:
-        await asyncio.wait_for(asyncio.shield(task), grace_s)
-    except (TimeoutError, asyncio.CancelledError):
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=grace_s)
+    finally:
+        if not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()
 
 
 async def _bind_and_handle(handle_batch: BatchHandler, batch: list[Delivered]) -> None:
