@@ -9,8 +9,8 @@
    accepting its email. Measured through each of ``--brokers`` in turn: Tansu (the development
    broker) and Apache Kafka (deploy/apache-kafka, started here unless already up). They differ
    in one way that shows: Apache Kafka answers a waiting fetch as soon as a record arrives,
-   while Tansu answers it only at the fetch's timeout, so every consumer hop through Tansu adds
-   up to its ``fetch_max_wait_ms``. Other servers come from ``start_stack`` (or the URLs in the
+   while Tansu answers it late (bench/broker_fetch_wakeup.py measures both), so every consumer
+   hop through Tansu can add up to its ``fetch_max_wait_ms``. Other servers come from ``start_stack`` (or the URLs in the
    environment).
 """
 
@@ -196,8 +196,8 @@ async def bench_latency(
         latencies: list[float] = []
         email_sent_ns: dict[str, int] = {}  # event_id -> when its tick was published
 
-        # The measuring reader waits up to 5 ms per fetch (Tansu answers a waiting fetch only
-        # at its timeout), so the figures include up to 5 ms of its own; polling every 1 ms
+        # The measuring reader waits up to 5 ms per fetch (Tansu does not answer a waiting
+        # fetch when a record arrives), so the figures include up to 5 ms of its own; polling every 1 ms
         # instead loaded the broker enough to double the p99 it was measuring.
         reader = AIOKafkaConsumer(
             bootstrap_servers=stack.kafka_bootstrap_servers, group_id=None, fetch_max_wait_ms=5
