@@ -413,7 +413,7 @@ def apache_kafka() -> Iterator[str | None]:
     if not already:
         started = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True)
         if started.returncode != 0:
-            print(f"latency (apache-kafka): not measured: {started.stderr.strip()[-300:]}")
+            print(f"apache-kafka: could not start, not measured: {started.stderr.strip()[-300:]}")
             yield None
             return
     try:
