@@ -4,7 +4,8 @@ measured in the same run with the same load generator; then WebSocket fan-out.
     uv run python bench/bench_gateway.py [--rounds 3] [--seconds 4] [--connections 32]
                                          [--ws-clients 10000] [--ws-ticks 10]
 
-Starts its own infrastructure (start_stack: Tansu, PostgreSQL, Redis) under a temporary folder,
+Starts its own infrastructure (start_stack: Tansu, PostgreSQL, Redis; or, for the broker, the one
+in KAFKA_BOOTSTRAP_SERVERS, e.g. Apache Kafka from `make kafka-up`) under a temporary folder,
 the gateway as a process (every middleware on: request ids, CORS, auth, rate limits counted in
 Redis with a budget too large to trip), and two bare aiohttp apps in other processes that answer
 the same body: ``json``, the JSON handler as aiohttp documents it (``web.json_response(data)``,
@@ -434,7 +435,10 @@ def main() -> None:
         return
 
     data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-bench-"))
-    stack = start_stack(data_dir, environ={})
+    # The servers are started here, except a broker named in KAFKA_BOOTSTRAP_SERVERS (for example
+    # `make kafka-up`: Apache Kafka, the production broker).
+    broker = {k: v for k, v in os.environ.items() if k == "KAFKA_BOOTSTRAP_SERVERS"}
+    stack = start_stack(data_dir, environ=broker)
     try:
         asyncio.run(ensure_topics(stack.kafka_bootstrap_servers))
         env = {
