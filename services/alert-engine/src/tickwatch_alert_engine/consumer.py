@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ class AlertEngineWorker:
         for tp, end in change_ends.items():
             self.consumer.seek(tp, end)
         self.engine, self.owned, self.next_offsets = engine, owned, offsets
+        settle_heap()
         self._dirty, self._saved_at = {}, {}
         self._round = _Round()
         self._uncommitted = {}
@@ -381,6 +383,18 @@ class _Round:
     records: dict[int, _Record] = field(default_factory=dict)
     commits: dict[TopicPartition, int] = field(default_factory=dict)
     newest_tick_ms: int = 0
+
+
+def settle_heap() -> None:
+    """Collect what the previous index left, then move the new one out of the cyclic garbage
+    collector's reach. A full collection walks every tracked object: with 1,000,000 alerts
+    indexed that is about 1 s (``bench/bench_alerts.py`` prints it), and CPython starts one on
+    its own whenever enough new objects outlive their youth, so without this the engine would
+    stall a second at a time under load. Frozen objects are still freed by reference counting
+    when an alert goes; only cycles among them would wait for the next rebuild."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _alert(item: Delivered) -> AlertState | None:
