@@ -15,7 +15,6 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,9 @@ from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, TICKS
 from tickwatch_devstack.infra import Stack, free_port
 from tickwatch_devstack.services import service_process
-from tickwatch_devstack.testing import replay_tick
+from tickwatch_devstack.testing import replay_tick, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-async def wait_for(predicate: Callable[[], object], timeout_s: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -154,7 +145,7 @@ async def test_crossings_become_one_email_each_across_kill_9_of_both_services(
                 for _ in range(120):
                     await feed.tick("50")
                     try:
-                        await wait_for(
+                        await wait_until(
                             lambda: any(t.alert_id == probe for t in triggers), 0.5, "probe"
                         )
                         break
@@ -163,7 +154,9 @@ async def test_crossings_become_one_email_each_across_kill_9_of_both_services(
                 else:
                     raise TimeoutError("the engine never loaded the alerts")
                 await feed.crossings(3)
-                await wait_for(lambda: len(mails_to(stack.mail_dir, to)) >= 3, what="3 emails")
+                await wait_until(
+                    lambda: len(mails_to(stack.mail_dir, to)) >= 3, 60, what="3 emails"
+                )
                 kill(notifier)  # the notifier dies; triggers wait in the broker
                 await feed.crossings(2)
                 kill(engine)  # and the engine, in the middle of the stream
@@ -176,11 +169,14 @@ async def test_crossings_become_one_email_each_across_kill_9_of_both_services(
                     service_process("notifier", env, notifier_port, log_path=tmp_path / "n2.log")
                 )
                 await feed.crossings(2)
-                await wait_for(
+                await wait_until(
                     lambda: len({t.event_id for t in triggers if t.alert_id == cross}) >= 9,
+                    60,
                     what="9 triggers",
                 )
-                await wait_for(lambda: len(mails_to(stack.mail_dir, to)) >= 9, what="9 emails")
+                await wait_until(
+                    lambda: len(mails_to(stack.mail_dir, to)) >= 9, 60, what="9 emails"
+                )
     finally:
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
