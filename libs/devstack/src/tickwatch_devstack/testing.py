@@ -18,6 +18,8 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from tickwatch_common.events import Event, Tick
 from tickwatch_common.topics import BY_NAME, Topic
 
@@ -134,6 +136,36 @@ async def receive_json_until(
         if matches(body):
             return body  # type: ignore[no-any-return]
         seen.append(body)
+
+
+async def recreate_topic(
+    bootstrap_servers: str,
+    name: str,
+    partitions: int,
+    configs: dict[str, str] | None = None,
+    timeout_s: float = 30,
+) -> None:
+    """Delete ``name`` and create it again: a new, empty log (a new topic id) under the same
+    name, as after a lost broker or a restore. Retries the create until the broker has finished
+    the deletion, within ``timeout_s``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        if name in await admin.list_topics():
+            await admin.delete_topics([name])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await admin.create_topics(
+                    [NewTopic(name, partitions, 1, topic_configs=configs or {})]
+                )
+                return
+            except TopicAlreadyExistsError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
 
 
 def log_tail(path: Path, chars: int = 4000) -> str:
