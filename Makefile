@@ -18,7 +18,7 @@ CORE_MODULES := services/alert-engine/src/tickwatch_alert_engine/matching.py \
   services/gateway/src/tickwatch_gateway/rollup.py \
   services/gateway/src/tickwatch_gateway/alerts.py
 
-.PHONY: help install run down test test-unit lint bench kafka-up kafka-down test-apache-kafka
+.PHONY: help install run down test test-unit lint bench kafka-up kafka-down
 
 help: ## list the targets
 	@echo "Tickwatch: make <target>"
@@ -60,11 +60,8 @@ bench: install ## run every bench/*.py in turn (each starts its own servers and 
 	  "$(PY)" "$$script"
 	done
 
-kafka-up: ## start a single-node Apache Kafka (KRaft) from Maven Central on localhost:29092
+kafka-up: ## a throwaway Apache Kafka (KRaft) on localhost:29092, wiped at each start (benches, experiments)
 	@bash deploy/apache-kafka/kafka.sh up
 
 kafka-down: ## stop that Apache Kafka broker
 	@bash deploy/apache-kafka/kafka.sh down
-
-test-apache-kafka: install ## the tests that use real servers, with Apache Kafka as the broker
-	@bash deploy/apache-kafka/test.sh $(PYTEST_ARGS)

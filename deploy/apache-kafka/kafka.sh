@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 home="$repo/.data/apache-kafka"
-lib="$home/lib"
+lib="${APACHE_KAFKA_LIB:-$home/lib}"
 port="${APACHE_KAFKA_PORT:-29092}"
 controller_port="$((port + 1))"
 heap="${APACHE_KAFKA_HEAP:-512m}"
@@ -51,13 +51,13 @@ ensure_tools() {
 
 fetch() {
     # Fetched once per version of pom.xml: a changed pom fetches afresh.
+    ensure_tools
     local stamp
     stamp="$(cksum <"$here/pom.xml")"
     if [[ -f "$lib/.pom-stamp" && "$(cat "$lib/.pom-stamp")" == "$stamp" ]]; then
         return
     fi
     rm -rf "$lib"
-    ensure_tools
     say "fetching org.apache.kafka:kafka_2.13 and its dependencies from Maven Central ..."
     local started=$SECONDS
     mvn -B -q -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$lib"

