@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_CONSUMED = Counter(
     "tickwatch_messages_consumed_total", "Messages handled by a consumer", ["topic"]
@@ -28,4 +28,9 @@ HANDLE_SECONDS = Histogram(
     "Time to handle one consumed batch",
     ["topic"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+CONSUMER_LAG = Gauge(
+    "tickwatch_consumer_lag",
+    "Records in the log past the position a consumer handled, per partition",
+    ["consumer", "topic", "partition"],
 )

@@ -37,6 +37,11 @@ class KafkaSettings(BaseServiceSettings):
         default=20,
         description="How long a fetch waits for data; low keeps tick-to-consumer latency in ms.",
     )
+    consumer_stall_s: float = Field(
+        default=30.0,
+        description="A consumer whose input grows while its handled position stays put for"
+        " longer than this fails /ready (ConsumerProgress).",
+    )
 
 
 class PostgresSettings(BaseServiceSettings):
