@@ -6,7 +6,7 @@
 #   deploy/apache-kafka/kafka.sh status
 #
 # Settings: APACHE_KAFKA_PORT (default 29092; the controller listens on the next port),
-# APACHE_KAFKA_HEAP (default 512m). Everything lives in .data/apache-kafka/ (git-ignored):
+# APACHE_KAFKA_HEAP (default 384m). Everything lives in .data/apache-kafka/ (git-ignored):
 # lib/ (jars), data/ (log dirs, wiped at each `up`), kafka.log, kafka.pid.
 set -euo pipefail
 
@@ -16,7 +16,7 @@ home="$repo/.data/apache-kafka"
 lib="${APACHE_KAFKA_LIB:-$home/lib}"
 port="${APACHE_KAFKA_PORT:-29092}"
 controller_port="$((port + 1))"
-heap="${APACHE_KAFKA_HEAP:-512m}"
+heap="${APACHE_KAFKA_HEAP:-384m}"
 pidfile="$home/kafka.pid"
 log="$home/kafka.log"
 

