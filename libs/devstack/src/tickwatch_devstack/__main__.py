@@ -3,6 +3,8 @@
 - ``up``: start the servers not named by the environment (under ``.data/``), create the topics,
   apply the migrations, start the five services, print the URLs, supervise until Ctrl-C.
 - ``down``: stop everything ``up`` started, also after ``up`` crashed or was killed.
+- ``status``: what a running ``up`` supervises: each service's state and restart count (exit
+  code 0 when all are ready, 3 when one is not, 1 when ``up`` is not running).
 - ``init``: only create the topics and apply the migrations on the servers the environment names
   (the one-shot ``init`` container of ``docker-compose.yml``).
 """
@@ -17,7 +19,16 @@ from pathlib import Path
 
 from tickwatch_devstack.infra import InfraError
 from tickwatch_devstack.services import SERVICES
-from tickwatch_devstack.supervisor import InfraPorts, Refused, down, refuse, up
+from tickwatch_devstack.supervision import RestartPolicy
+from tickwatch_devstack.supervisor import (
+    InfraPorts,
+    Refused,
+    WatchSettings,
+    down,
+    refuse,
+    status,
+    up,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of the services to start (default: all five)",
     )
     up_cmd.add_argument("--ready-timeout", type=float, default=120, help="seconds (default 120)")
+    watch, policy = WatchSettings(), RestartPolicy()
+    for flag, default, what in (
+        ("--restart-initial", policy.initial_s, "first wait before restarting a dead service"),
+        ("--restart-cap", policy.cap_s, "longest wait between restarts (doubling up to it)"),
+        ("--restart-stable", policy.stable_s, "a run this long resets the backoff"),
+        ("--ready-poll", watch.ready_poll_s, "how often each service's /ready is polled"),
+    ):
+        up_cmd.add_argument(
+            flag, type=float, default=default, help=f"{what}, s (default {default:g})"
+        )
     commands.add_parser("down", help="stop everything `up` started")
+    commands.add_parser("status", help="each supervised service's state and restart count")
     commands.add_parser("init", help="create topics and apply migrations on the named servers")
     args = parser.parse_args(argv)
 
@@ -46,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return down(args.repo, data=args.data)
     if args.command == "init":
         return init()
+    if args.command == "status":
+        return status(args.repo, data=args.data)
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     unknown = [s for s in services if s not in SERVICES]
     if unknown:
@@ -63,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             ),
             services=services,
             ready_timeout_s=args.ready_timeout,
+            watch=WatchSettings(
+                RestartPolicy(args.restart_initial, args.restart_cap, args.restart_stable),
+                ready_poll_s=args.ready_poll,
+            ),
         )
     except (Refused, InfraError) as exc:
         return refuse(exc)
