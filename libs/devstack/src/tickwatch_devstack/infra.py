@@ -178,6 +178,7 @@ def start_kafka(data_dir: Path, port: int, controller_port: int | None = None) -
     props = data_dir / "server.properties"
     props.write_text(_kafka_properties(log_dir, port, controller_port))
     log_path = data_dir / "kafka.log"
+    log_offset = log_path.stat().st_size if log_path.exists() else 0
     started = time.monotonic()
     if not (log_dir / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -213,7 +214,7 @@ def start_kafka(data_dir: Path, port: int, controller_port: int | None = None) -
         log_path,
     )
     wait_for_port(port, proc, "the Apache Kafka broker", 120)
-    asyncio.run(_wait_kafka_answers(port, proc))
+    _wait_kafka_started(log_path, log_offset, proc)
     return Server("kafka", proc, port, time.monotonic() - started, log_path)
 
 
@@ -229,32 +230,20 @@ def _kept_port(path: Path) -> int:
     return port
 
 
-async def _wait_kafka_answers(
-    port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60
-) -> None:
-    """The port opens before the broker has elected itself controller: wait for metadata."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000)
-        try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except Exception as exc:
-            if proc.poll() is not None:
-                raise InfraError(
-                    f"Apache Kafka exited with code {proc.returncode} while starting"
-                ) from exc
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"Apache Kafka did not answer on 127.0.0.1:{port} in time"
-                ) from exc
-            await asyncio.sleep(0.1)
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
+def _wait_kafka_started(log_path: Path, offset: int, proc: subprocess.Popen[bytes]) -> None:
+    """The port opens before the broker has caught up with its metadata log and registered;
+    ``Kafka Server started`` is logged once it serves. Synchronous, so that it can be called
+    from inside a running event loop (async test fixtures) as well as from ``make run``."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InfraError(f"Apache Kafka exited with code {proc.returncode} while starting")
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            if b"Kafka Server started" in log.read():
+                return
+        time.sleep(0.05)
+    raise InfraError(f"Apache Kafka did not start within 120 s (log: {log_path})")
 
 
 # ---------------------------------------------------------------- PostgreSQL

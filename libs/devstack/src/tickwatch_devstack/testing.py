@@ -71,8 +71,9 @@ class TopicCollector:
     """Every event on ``topics`` from offset 0, read in the background without a consumer
     group, so a test sees what a service published before and after the collector started.
 
-    Offset 0 is sought explicitly rather than by ``seek_to_beginning()``, which Tansu has
-    answered wrongly. Use it as an async context manager, or call ``start`` and ``stop``.
+    Offset 0 is sought explicitly (the reader's ``auto_offset_reset=earliest`` moves it to the
+    log's real start where retention or compaction has removed the head). Use it as an async
+    context manager, or call ``start`` and ``stop``.
     """
 
     def __init__(self, bootstrap_servers: str, topics: Sequence[Topic]) -> None:
@@ -86,7 +87,9 @@ class TopicCollector:
         return [e for e in self.events if isinstance(e, model)]
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+        )
         await consumer.start()
         partitions = [TopicPartition(t.name, p) for t in self.topics for p in range(t.partitions)]
         consumer.assign(partitions)

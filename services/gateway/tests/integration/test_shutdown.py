@@ -19,7 +19,7 @@ from limits import parse
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 from tickwatch_common.kafka import ensure_topics
-from tickwatch_devstack.infra import Server, Stack, free_port, start_tansu
+from tickwatch_devstack.infra import Server, Stack, free_port, start_kafka
 from tickwatch_gateway.app import build_app
 from tickwatch_gateway.cache import RedisGuard
 from tickwatch_gateway.ratelimit import FLUSH_S, FixedWindows
@@ -34,7 +34,7 @@ SHUTDOWN_TIMEOUT_S = 2.0
 @pytest.fixture
 async def own_broker(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
     """A broker of this test alone, so it can be frozen."""
-    broker = start_tansu(tmp_path / "kafka", free_port())
+    broker = start_kafka(tmp_path / "kafka", free_port())
     bootstrap = f"127.0.0.1:{broker.port}"
     try:
         await ensure_topics(bootstrap)
@@ -84,7 +84,6 @@ async def test_cleanup_is_bounded_when_the_broker_stops_answering(
         stack,
         fresh_database,
         kafka_bootstrap_servers=bootstrap,
-        kafka_enable_idempotence=False,  # its own broker is a Tansu, whatever the suite runs on
         alerts_consumer_group=f"t-alerts-{uuid.uuid4().hex[:10]}",
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
     )
