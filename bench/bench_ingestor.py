@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from tickwatch_common.kafka import ensure_topics, partition_for
+from tickwatch_common.kafka import Publisher, ensure_topics, partition_for
 from tickwatch_common.topics import TICKS
 from tickwatch_ingestor.binance_stream import BinanceSource
 from tickwatch_ingestor.feed import BinanceFeed
@@ -108,7 +108,7 @@ async def run_ingestor(
     p = producer(bootstrap)
     await p.start()
     try:
-        sink = EventSink(p)
+        sink = EventSink(Publisher(p))
         source = BinanceSource(settings, None, None, sink, list(markets))  # type: ignore[arg-type]
         source.feed = BinanceFeed(markets, publish_open_candles=False)
         for raw in mini_tickers():

@@ -7,6 +7,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from tickwatch_common.ops import Check, CheckResult
+from tickwatch_common.publish_outcomes import PublishOutcomes
 
 
 def postgres_check(pool: asyncpg.Pool, critical: bool = True) -> Check:
@@ -32,3 +33,19 @@ def kafka_check(producer: AIOKafkaProducer, critical: bool = True) -> Check:
         return CheckResult(True)
 
     return Check("kafka", probe, critical)
+
+
+def publishing_check(outcomes: PublishOutcomes, critical: bool = True) -> Check:
+    """Fails while a topic's latest send failed or a send goes unanswered (see
+    :mod:`tickwatch_common.publish_outcomes`): a broker that answers metadata requests but
+    takes no records is not a service that works."""
+
+    async def probe() -> CheckResult:
+        failing = outcomes.failing()
+        if failing:
+            return CheckResult(
+                False, "; ".join(f"{t}: {why}" for t, why in sorted(failing.items()))
+            )
+        return CheckResult(True)
+
+    return Check("publishing", probe, critical)

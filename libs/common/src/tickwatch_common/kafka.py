@@ -10,17 +10,19 @@ same offset after a backoff: nothing is skipped, so handlers must be idempotent.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -36,7 +38,9 @@ from tickwatch_common.metrics import (
     MESSAGES_MALFORMED_SKIPPED,
     MESSAGES_PUBLISHED,
 )
+from tickwatch_common.publish_outcomes import PublishOutcomes
 from tickwatch_common.settings import KafkaSettings
+from tickwatch_common.topic_repair import TopicPlan, TopicSpec, TopicState, plan_topics
 from tickwatch_common.topics import BY_NAME, Topic, all_topic_specs
 
 log = structlog.get_logger(__name__)
@@ -63,11 +67,65 @@ class Delivered:
     headers: dict[str, str]
 
 
-class Publisher:
-    """Serialises events and sends them to their topic, keyed and partitioned as the contract says."""
+# A send that may succeed once the topic is (re)made as the contract says: the topic unknown,
+# its metadata never arriving, or a partition the producer's metadata lacks (aiokafka asserts
+# "Unrecognized partition" when a topic has fewer partitions than the contract).
+REPAIRABLE = (UnknownTopicOrPartitionError, KafkaTimeoutError, AssertionError)
+PUBLISH_TIMEOUT_S = 60.0  # longest publish(), repairs and retries included
+REPAIR_AFTER_S = 5.0  # an acknowledgement this late: check the topic (the idempotent producer
+# retries a deleted topic's batch forever, so the send itself never fails)
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+
+class TopicRepairer:
+    """Runs :func:`ensure_topics` for a topic that a send found missing or short of partitions,
+    at most once per ``interval_s`` per topic, then refreshes the producer's metadata (it is
+    otherwise refreshed only every five minutes, and sends to a grown partition fail until then)."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+        self.runs = 0
+
+    async def repair(self, producer: AIOKafkaProducer, topic: str) -> None:
+        async with self._lock:
+            if self.clock() - self._last.get(topic, -math.inf) < self.interval_s:
+                return
+            self._last[topic] = self.clock()
+            self.runs += 1
+            try:
+                await ensure_topics(self.bootstrap_servers, timeout_s=15, names={topic})
+            except Exception as exc:
+                log.warning("topic_repair_failed", topic=topic, error=repr(exc))
+            with suppress(Exception):
+                await asyncio.wait_for(producer.client.force_metadata_update(), 10)
+
+
+class Publisher:
+    """Serialises events and sends them to their topic, keyed and partitioned as the contract says.
+
+    Every send's outcome is recorded in ``outcomes`` (the ``publishing`` readiness check). A send
+    refused because its topic or partition is unknown has the topic repaired (``repairer``) and
+    is tried again, with a backoff, within ``PUBLISH_TIMEOUT_S``."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        repairer: TopicRepairer | None = None,
+        outcomes: PublishOutcomes | None = None,
+    ) -> None:
         self.producer = producer
+        self.repairer = repairer
+        self.outcomes = outcomes or PublishOutcomes()
 
     async def publish(
         self,
@@ -78,11 +136,23 @@ class Publisher:
         partition_key: str | None = None,
         correlation_id: str | None = None,
     ) -> None:
-        """Send and wait until the broker has it."""
-        fut = await self.send(
-            topic, event, key=key, partition_key=partition_key, correlation_id=correlation_id
-        )
-        await fut
+        """Send and wait until the broker has it; repaired and resent within ``PUBLISH_TIMEOUT_S``
+        (a resend after a lost acknowledgement may duplicate: consumers are idempotent)."""
+        record = _record(event, key, partition_key, correlation_id, topic.partitions)
+        deadline = time.monotonic() + PUBLISH_TIMEOUT_S
+        backoff = Backoff(initial_s=0.2, cap_s=5.0)
+        while True:
+            fut = await self._queue(topic.name, record, deadline)
+            try:
+                await self._acknowledged(topic.name, fut, deadline)
+                return
+            except REPAIRABLE as exc:
+                delay = backoff.next_delay()
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("publish_retry", topic=topic.name, error=repr(exc), retry_in_s=delay)
+                await self.repair(topic.name)
+                await asyncio.sleep(delay)
 
     async def send(
         self,
@@ -94,23 +164,94 @@ class Publisher:
         correlation_id: str | None = None,
     ) -> asyncio.Future[Any]:
         """Queue for sending; await the returned future for the broker's acknowledgement."""
-        value = event.to_bytes() if event is not None else None
-        partition = partition_for(partition_key or key, topic.partitions)
-        headers = [(CORRELATION_HEADER, (correlation_id or uuid.uuid4().hex).encode())]
-        fut = await self.producer.send(
-            topic.name, value=value, key=key.encode(), partition=partition, headers=headers
-        )
-        MESSAGES_PUBLISHED.labels(topic.name).inc()
-        return fut  # type: ignore[no-any-return]
+        record = _record(event, key, partition_key, correlation_id, topic.partitions)
+        return await self._queue(topic.name, record, time.monotonic() + PUBLISH_TIMEOUT_S)
 
     async def send_raw(
         self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
-        await (await self.producer.send(topic, value=value, key=key, headers=headers))
+        record = {"value": value, "key": key, "headers": headers}
+        fut = await self._queue(topic, record, time.monotonic() + PUBLISH_TIMEOUT_S)
+        await self._acknowledged(topic, fut, time.monotonic() + PUBLISH_TIMEOUT_S)
+
+    async def repair(self, topic: str) -> None:
+        if self.repairer is not None:
+            await self.repairer.repair(self.producer, topic)
+
+    def watch(self, topic: str, fut: asyncio.Future[Any]) -> None:
+        """Record the broker's answer to ``fut`` (a send or a batch) in ``outcomes``."""
+        outcomes = self.outcomes
+        token = outcomes.sent(topic)
+
+        def answered(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():  # the producer was abandoned: no answer to record
+                outcomes.dropped(topic, token)
+            else:
+                outcomes.answered(topic, token, f.exception())
+
+        fut.add_done_callback(answered)
+
+    async def _queue(
+        self, topic: str, record: dict[str, Any], deadline: float
+    ) -> asyncio.Future[Any]:
+        """``producer.send``; a send refused for an unknown topic or partition is repaired and
+        tried again until ``deadline``."""
+        backoff = Backoff(initial_s=0.2, cap_s=5.0)
+        while True:
+            try:
+                fut: asyncio.Future[Any] = await self.producer.send(topic, **record)
+            except REPAIRABLE as exc:
+                self.outcomes.record(topic, exc)
+                delay = backoff.next_delay()
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("publish_retry", topic=topic, error=repr(exc), retry_in_s=delay)
+                await self.repair(topic)
+                await asyncio.sleep(delay)
+                continue
+            except Exception as exc:
+                self.outcomes.record(topic, exc)
+                raise
+            self.watch(topic, fut)
+            MESSAGES_PUBLISHED.labels(topic).inc()
+            return fut
+
+    async def _acknowledged(self, topic: str, fut: asyncio.Future[Any], deadline: float) -> None:
+        """Wait for ``fut``; every ``REPAIR_AFTER_S`` without an answer, check the topic."""
+        while True:
+            done, _ = await asyncio.wait({fut}, timeout=REPAIR_AFTER_S)
+            if done:
+                fut.result()
+                return
+            if time.monotonic() > deadline:
+                raise KafkaTimeoutError(f"no acknowledgement from the broker for {topic}")
+            await self.repair(topic)
+
+
+def _record(
+    event: Event | None,
+    key: str,
+    partition_key: str | None,
+    correlation_id: str | None,
+    partitions: int,
+) -> dict[str, Any]:
+    return {
+        "value": event.to_bytes() if event is not None else None,
+        "key": key.encode(),
+        "partition": partition_for(partition_key or key, partitions),
+        "headers": [(CORRELATION_HEADER, (correlation_id or uuid.uuid4().hex).encode())],
+    }
 
 
 @asynccontextmanager
-async def kafka_producer(settings: KafkaSettings, **overrides: Any) -> AsyncIterator[Publisher]:
+async def kafka_producer(
+    settings: KafkaSettings, *, topics: Sequence[Topic] = (), **overrides: Any
+) -> AsyncIterator[Publisher]:
+    """A started producer. ``topics`` (those the service produces to or dead-letters from) are
+    made as the contract says, with their ``.dlq``, before it starts."""
+    if topics:
+        names = {name for t in topics for name in (t.name, t.dlq)}
+        await ensure_topics(settings.kafka_bootstrap_servers, names=names)
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "acks": "all",
@@ -121,8 +262,13 @@ async def kafka_producer(settings: KafkaSettings, **overrides: Any) -> AsyncIter
     options.update(overrides)
     producer = AIOKafkaProducer(**options)
     await _start_with_retry(producer.start, "producer")
+    overdue_s = max(30.0, 2 * settings.kafka_request_timeout_ms / 1000)
     try:
-        yield Publisher(producer)
+        yield Publisher(
+            producer,
+            repairer=TopicRepairer(settings.kafka_bootstrap_servers),
+            outcomes=PublishOutcomes(overdue_s=overdue_s),
+        )
     finally:
         await _stop_within("producer", producer.stop, STOP_TIMEOUT_S, _abandon_producer(producer))
 
@@ -415,20 +561,73 @@ def per_message(handle: Callable[[Delivered], Awaitable[None]]) -> BatchHandler:
     return handle_batch
 
 
-async def ensure_topics(bootstrap_servers: str, timeout_s: float = 60) -> list[str]:
-    """Create every contract topic (and its ``.dlq``) that is missing. Returns the created names."""
+async def ensure_topics(
+    bootstrap_servers: str, timeout_s: float = 60, *, names: Collection[str] | None = None
+) -> list[str]:
+    """Make every contract topic (and its ``.dlq``) as the contract says, or only ``names``:
+    create the missing, grow those with fewer partitions, set contract configs that differ
+    (a warning for each repair). Returns the created names. Never relies on auto-creation."""
+    specs = [
+        TopicSpec(name, parts, configs)
+        for name, parts, configs in all_topic_specs()
+        if names is None or name in names
+    ]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
     await _start_with_retry(admin.start, "admin")
     try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(name, num_partitions=parts, replication_factor=1, topic_configs=configs)
-            for name, parts, configs in all_topic_specs()
-            if name not in existing
-        ]
-        if wanted:
-            with suppress(TopicAlreadyExistsError):
-                await asyncio.wait_for(admin.create_topics(wanted), timeout_s)
-        return [t.name for t in wanted]
+        async with asyncio.timeout(timeout_s):
+            existing = await _topic_states(admin, [s.name for s in specs])
+            plans = plan_topics(specs, existing)
+            created = [p.spec for p in plans if p.create]
+            if created:
+                new = [
+                    NewTopic(t.name, t.partitions, 1, topic_configs=dict(t.configs))
+                    for t in created
+                ]
+                with suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(new)
+            await _repair_topics(admin, [p for p in plans if not p.create])
+        return [t.name for t in created]
     finally:
         await admin.close()
+
+
+async def _topic_states(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, TopicState]:
+    """Partition counts and dynamic configs of those of ``names`` that exist."""
+    present = set(await admin.list_topics()) & set(names)
+    if not present:
+        return {}
+    counts = {
+        d["topic"]: len(d["partitions"])
+        for d in await admin.describe_topics(sorted(present))
+        if d["error_code"] == 0
+    }
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(counts)]
+    configs: dict[str, dict[str, str]] = {name: {} for name in counts}
+    for response in await admin.describe_configs(resources):
+        for error_code, _, _, name, entries in response.resources:
+            if error_code == 0 and name in configs:
+                # (name, value, read_only, source, sensitive, synonyms); source 1: the topic's own
+                configs[name] = {e[0]: e[1] for e in entries if e[3] == 1 and e[1] is not None}
+    return {name: TopicState(count, configs[name]) for name, count in counts.items()}
+
+
+async def _repair_topics(admin: AIOKafkaAdminClient, plans: list[TopicPlan]) -> None:
+    for plan in plans:
+        log.warning("topic_repaired", topic=plan.spec.name, changes=plan.changes)
+    grow = {p.spec.name: NewPartitions(p.spec.partitions) for p in plans if p.grow_from}
+    if grow:
+        response = await admin.create_partitions(grow)
+        for name, error_code, message in response.topic_errors:
+            if error_code != 0:
+                log.error("topic_grow_refused", topic=name, code=error_code, error=message)
+    alter = [
+        ConfigResource(ConfigResourceType.TOPIC, p.spec.name, configs=dict(p.configs))
+        for p in plans
+        if p.configs is not None
+    ]
+    if alter:
+        for response in await admin.alter_configs(alter):
+            for error_code, message, _, name in response.resources:
+                if error_code != 0:
+                    log.error("topic_config_refused", topic=name, code=error_code, error=message)

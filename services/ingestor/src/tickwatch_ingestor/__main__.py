@@ -20,13 +20,14 @@ from typing import cast
 import aiohttp
 import structlog
 from tickwatch_common.backoff import Backoff
-from tickwatch_common.checks import kafka_check
+from tickwatch_common.checks import kafka_check, publishing_check
 from tickwatch_common.events.base import Interval
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, ops_server
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
+from tickwatch_common.topics import CANDLES, TICKS
 
 from tickwatch_ingestor.backfill import (
     backfill_binance,
@@ -192,15 +193,21 @@ async def main(settings: Settings) -> None:
         raise SystemExit(2) from None
     status = MarketStatus()
     async with AsyncExitStack() as stack:
-        publisher = await stack.enter_async_context(kafka_producer(settings))
-        sink = EventSink(publisher.producer)
+        publisher = await stack.enter_async_context(
+            kafka_producer(settings, topics=[TICKS, CANDLES])
+        )
+        sink = EventSink(publisher)
         http = await stack.enter_async_context(http_session())
         await stack.enter_async_context(
             ops_server(
                 SERVICE,
                 settings.ops_host,
                 settings.ingestor_port,
-                [kafka_check(publisher.producer), Check("market", status.check)],
+                [
+                    kafka_check(publisher.producer),
+                    publishing_check(publisher.outcomes),
+                    Check("market", status.check),
+                ],
             )
         )
         log.info("ingestor_listening", port=settings.ingestor_port)
@@ -221,8 +228,8 @@ async def backfill_command(
     from tqdm import tqdm
 
     configure_logging(SERVICE, "WARNING")
-    async with kafka_producer(settings) as publisher, http_session() as http:
-        sink = EventSink(publisher.producer)
+    async with kafka_producer(settings, topics=[CANDLES]) as publisher, http_session() as http:
+        sink = EventSink(publisher)
         rest = binance_rest(settings, http)
         try:
             info = await rest.exchange_info([exchange_symbol_guess(s) for s in symbols])

@@ -21,6 +21,13 @@ partition there are at most a queued and an in-flight batch in aiokafka at any t
 acknowledgement futures are bounded. Acknowledgements are checked in callbacks: an event counts
 as published once the broker acknowledged it; a failed batch is counted and logged (at most
 once every 10 s), never raised into the feed.
+
+Every batch's outcome goes into the publisher's record (``Publisher.watch``), which the
+``publishing`` readiness check reads; a batch refused because its topic or partition is unknown
+(a topic lost with a broker, or remade with fewer partitions than the contract: aiokafka then
+asserts "Unrecognized partition" for every batch of the missing partitions, for ever) has the
+topic repaired in the background (``Publisher.repair``, rate-limited), after which the lanes'
+next batches go through. The producer is read from the publisher at each use.
 """
 
 from __future__ import annotations
@@ -33,9 +40,8 @@ from collections import deque
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from tickwatch_common.events import Candle, Tick
-from tickwatch_common.kafka import CORRELATION_HEADER, partition_for
+from tickwatch_common.kafka import CORRELATION_HEADER, REPAIRABLE, Publisher, partition_for
 from tickwatch_common.metrics import MESSAGES_PUBLISHED
 from tickwatch_common.topics import CANDLES, TICKS, Topic
 
@@ -72,13 +78,14 @@ class _Lane:
 class EventSink:
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        publisher: Publisher,
         *,
         linger_s: float = 0.0,
         max_pending: int = 4096,
     ) -> None:
         # linger_s is accepted for compatibility and unused: lanes send on the next loop turn.
-        self._producer = producer
+        self._publisher = publisher
+        self._repairs: dict[str, asyncio.Task[None]] = {}
         self.linger_s = linger_s
         self.max_pending = max_pending
         self._lanes: dict[tuple[str, int], _Lane] = {}
@@ -125,14 +132,14 @@ class EventSink:
         """Into the lane's open batch; a full batch is closed and queued, a new one opened."""
         batch = lane.batch
         if batch is None:
-            batch = lane.batch = self._producer.create_batch()
+            batch = lane.batch = self._publisher.producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             if lane.n == 0:
                 raise ValueError(f"one {lane.topic} event exceeds the batch size")
             batch.close()
             lane.ready.append((batch, lane.n))
             self._due = True
-            batch = lane.batch = self._producer.create_batch()
+            batch = lane.batch = self._publisher.producer.create_batch()
             lane.n = 0
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise ValueError(f"one {lane.topic} event exceeds the batch size")
@@ -205,7 +212,7 @@ class EventSink:
 
     async def _send_lane(self, lane: _Lane) -> None:
         """Hand the lane's batches to the producer, in order, until the lane is empty."""
-        producer = self._producer
+        publisher = self._publisher
         topic, partition, ready = lane.topic, lane.partition, lane.ready
         try:
             while True:
@@ -221,12 +228,14 @@ class EventSink:
                 if self._count < self.max_pending:
                     self._room.set()
                 try:
-                    fut = await producer.send_batch(batch, topic, partition=partition)
+                    fut = await publisher.producer.send_batch(batch, topic, partition=partition)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    publisher.outcomes.record(topic, exc)
                     self._failed(topic, n, exc)
                     continue
+                publisher.watch(topic, fut)
                 self._inflight.add(fut)
                 fut.add_done_callback(lambda f, n=n: self._acked(f, topic, n))
         finally:
@@ -255,6 +264,10 @@ class EventSink:
 
     def _failed(self, topic: str, n: int, exc: BaseException) -> None:
         PUBLISH_FAILURES.labels(topic).inc()
+        if isinstance(exc, REPAIRABLE) and topic not in self._repairs:
+            task = asyncio.get_running_loop().create_task(self._publisher.repair(topic))
+            self._repairs[topic] = task
+            task.add_done_callback(lambda _: self._repairs.pop(topic, None))
         now = time.monotonic()
         if now - self._last_failure_log > 10:
             self._last_failure_log = now

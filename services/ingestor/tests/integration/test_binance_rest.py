@@ -65,7 +65,7 @@ async def test_backfill_pages_by_1000_and_is_idempotent(stack: Any) -> None:
     fake = FakeBinance({market.exchange_symbol: (base, "USDT")})
     settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
     async with fake.running(), aiohttp.ClientSession() as http, kafka_producer(settings) as pub:
-        sink = EventSink(pub.producer)
+        sink = EventSink(pub)
         rest = BinanceRest(http, fake.rest_url)
         now = time.time_ns() // 1_000_000
         async with reading(stack.kafka_bootstrap_servers, CANDLES, {market.symbol}) as candles:

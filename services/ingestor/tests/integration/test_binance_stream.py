@@ -59,7 +59,7 @@ async def binance(
         aiohttp.ClientSession() as http,
     ):
         settings.binance_ws_url, settings.binance_rest_url = fake.ws_url, fake.rest_url
-        sink = EventSink(publisher.producer)
+        sink = EventSink(publisher)
         rest = BinanceRest(http, fake.rest_url, backoff_initial_s=0.05)
         source = BinanceSource(settings, http, rest, sink, settings.symbol_list)
         tasks = [asyncio.create_task(sink.run()), asyncio.create_task(source.run())]

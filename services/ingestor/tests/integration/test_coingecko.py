@@ -41,7 +41,7 @@ async def gecko(stack: Any) -> AsyncIterator[tuple[FakeCoinGecko, CoinGeckoClien
         kafka_producer(settings) as publisher,
         aiohttp.ClientSession() as http,
     ):
-        sink = EventSink(publisher.producer)
+        sink = EventSink(publisher)
         flusher = asyncio.create_task(sink.run())
         try:
             yield fake, CoinGeckoClient(http, fake.url, api_key="demo-key"), sink
