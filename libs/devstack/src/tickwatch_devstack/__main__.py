@@ -5,6 +5,8 @@
 - ``down``: stop everything ``up`` started, also after ``up`` crashed or was killed.
 - ``status``: what a running ``up`` supervises: each service's state and restart count (exit
   code 0 when all are ready, 3 when one is not, 1 when ``up`` is not running).
+- ``reconcile``: ask the running gateway to republish what ``alerts.changes.v1`` lacks from its
+  tables (``POST /ops/reconcile``), and print its counts.
 - ``init``: only create the topics and apply the migrations on the servers the environment names
   (the one-shot ``init`` container of ``docker-compose.yml``).
 """
@@ -62,12 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop everything `up` started")
     commands.add_parser("status", help="each supervised service's state and restart count")
     commands.add_parser("init", help="create topics and apply migrations on the named servers")
+    reconcile_cmd = commands.add_parser(
+        "reconcile", help="the gateway republishes what alerts.changes.v1 lacks from its tables"
+    )
+    reconcile_cmd.add_argument("--url", help="the gateway (default: http://127.0.0.1:GATEWAY_PORT)")
     args = parser.parse_args(argv)
 
     if args.command == "down":
         return down(args.repo, data=args.data)
     if args.command == "init":
         return init()
+    if args.command == "reconcile":
+        from tickwatch_devstack.reconcile import reconcile
+
+        return reconcile(args.repo, data=args.data, url=args.url)
     if args.command == "status":
         return status(args.repo, data=args.data)
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())

@@ -1,4 +1,5 @@
-"""Wiring of the alerts into the gateway app: their store, cache, relay and consumers.
+"""Wiring of the alerts into the gateway app: their store, cache, relay, the reconcile of
+``alerts.changes.v1`` with the tables, and consumers.
 
 :func:`install_alerts` adds :func:`alerts_resources` to the app's cleanup context after the
 gateway's own resources (it uses their pool, Redis guard, publisher and hub), and the routes
@@ -16,6 +17,7 @@ from tickwatch_common.topics import ALERTS_TRIGGERED, NOTIFICATIONS_STATUS
 
 from tickwatch_gateway.alerts_feed import AlertListCache, AlertPush, AlertRecorder
 from tickwatch_gateway.alerts_store import AlertStore
+from tickwatch_gateway.changes_log import ChangesLogWatch, Reconciler
 from tickwatch_gateway.feed import start_at_end
 from tickwatch_gateway.outbox import OutboxRelay
 from tickwatch_gateway.settings import Settings
@@ -26,6 +28,8 @@ ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERT_CACHE = web.AppKey("alert_cache", AlertListCache)
 ALERT_RELAY = web.AppKey("alert_relay", OutboxRelay)
 ALERT_PUSH_POSITIONED = web.AppKey("alert_push_positioned", asyncio.Event)
+RECONCILER = web.AppKey("reconciler", Reconciler)
+CHANGES_WATCH = web.AppKey("changes_watch", ChangesLogWatch)
 
 
 def install_alerts(app: web.Application) -> None:
@@ -44,9 +48,22 @@ async def alerts_resources(app: web.Application) -> AsyncIterator[None]:
         batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
     )
+    reconciler = app[RECONCILER] = Reconciler(
+        app[POOL], store, settings, settings.reconcile_timeout_s
+    )
+    watch = app[CHANGES_WATCH] = ChangesLogWatch(
+        app[POOL],
+        reconciler,
+        lambda: publisher.producer.client,
+        interval_s=settings.changes_log_check_interval_s,
+    )
+    relay.on_failure = watch.poke
     positioned = app[ALERT_PUSH_POSITIONED] = asyncio.Event()
     tasks = [
         asyncio.create_task(relay.run(), name="alert-outbox-relay"),
+        # In the background: the start-up reconcile (bounded by RECONCILE_TIMEOUT_S) must not
+        # hold up readiness; the relay publishes what it queues as it comes.
+        asyncio.create_task(watch.run(), name="alert-changes-log-watch"),
         asyncio.create_task(
             record_alert_events(settings, AlertRecorder(store, cache), app), name="alert-events"
         ),

@@ -19,3 +19,12 @@ class AlertSettings(BaseServiceSettings):
     alerts_list_cache_ttl_s: int = Field(default=30, ge=1)
     outbox_batch_size: int = Field(default=200, ge=1)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    changes_log_check_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the relay compares alerts.changes.v1's log identity with the one"
+        " last reconciled (a new log is rebuilt from the tables)",
+    )
+    reconcile_timeout_s: float = Field(
+        default=60.0, gt=0, description="Bound on reading alerts.changes.v1 for a reconcile"
+    )

@@ -10,7 +10,7 @@ is simply not found.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,9 +20,12 @@ from tickwatch_common.events import AlertState, NotificationStatus, Trigger
 from tickwatch_common.events.base import now_ms
 
 from tickwatch_gateway.alerts import AlertSpec, effective_status, new_webhook_secret
+from tickwatch_gateway.alerts_reconcile import TableEntry
 from tickwatch_gateway.clock import EPOCH, ms_from_datetime
 
 OUTBOX_CHANNEL = "alert_outbox"
+# An alert (``a``) with a change still waiting for the relay.
+_PENDING = "EXISTS (SELECT 1 FROM alert_outbox o WHERE o.alert_id = a.id AND o.sent_at IS NULL)"
 
 EFFECTIVE_STATUS = (
     "CASE WHEN status IN ('active', 'paused') AND expires_at IS NOT NULL"
@@ -302,7 +305,15 @@ class AlertStore:
             )
             if row is None:
                 return False
-            await self._enqueue_raw(conn, aid, row["symbol"], row["version"] + 1, None)
+            version = row["version"] + 1
+            await conn.execute(
+                "INSERT INTO alert_deletions (alert_id, symbol, version) VALUES ($1, $2, $3)"
+                " ON CONFLICT (alert_id) DO NOTHING",
+                aid,
+                row["symbol"],
+                version,
+            )
+            await self._enqueue_raw(conn, aid, row["symbol"], version, None)
         return True
 
     async def events(
@@ -416,6 +427,64 @@ class AlertStore:
             status.detail[:2000],
             status.ts,
         )
+
+    # ------------------------------------------------------------ the reconcile
+
+    async def versions_of_record(self) -> dict[str, TableEntry]:
+        """Every alert's current version, and every recorded deletion (for the reconcile)."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            alive = await conn.fetch("SELECT id, version FROM alerts")
+            deleted = await conn.fetch("SELECT alert_id, version FROM alert_deletions")
+        tables = {str(r["alert_id"]): TableEntry(r["version"], deleted=True) for r in deleted}
+        tables.update({str(r["id"]): TableEntry(r["version"]) for r in alive})
+        return tables
+
+    async def republish(self, alert_ids: Sequence[str], chunk: int = 500) -> int:
+        """Queue the current state of each alert on the outbox again, unless a change of it is
+        still waiting there (that one carries its latest state already). Each alert is read
+        under its row lock, so a change made since the plan is what goes out. Returns how many
+        were queued."""
+        queued = 0
+        for start in range(0, len(alert_ids), chunk):
+            ids = [uuid.UUID(a) for a in alert_ids[start : start + chunk]]
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "SELECT a.*, u.email FROM alerts a JOIN users u ON u.id = a.user_id"
+                    f" WHERE a.id = ANY($1::uuid[]) AND NOT {_PENDING} FOR UPDATE OF a",
+                    ids,
+                )
+                outbox = []
+                for row in rows:
+                    alert = _alert(row)
+                    payload = alert_state(alert, row["email"]).model_dump_json()
+                    outbox.append((row["id"], alert.symbol, alert.version, payload))
+                queued += await self._enqueue_many(conn, outbox)
+        return queued
+
+    async def tombstone(self, alert_ids: Sequence[str]) -> int:
+        """Queue a tombstone again for each deleted alert, unless one is still waiting."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT a.id, a.symbol, a.version FROM"
+                " (SELECT alert_id AS id, symbol, version FROM alert_deletions) a"
+                f" WHERE a.id = ANY($1::uuid[]) AND NOT {_PENDING}",
+                [uuid.UUID(a) for a in alert_ids],
+            )
+            return await self._enqueue_many(
+                conn, [(r["id"], r["symbol"], r["version"], None) for r in rows]
+            )
+
+    async def _enqueue_many(
+        self, conn: asyncpg.Connection, rows: list[tuple[uuid.UUID, str, int, str | None]]
+    ) -> int:
+        if rows:
+            await conn.executemany(
+                "INSERT INTO alert_outbox (alert_id, symbol, version, payload)"
+                " VALUES ($1, $2, $3, $4)",
+                rows,
+            )
+            await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+        return len(rows)
 
     # ------------------------------------------------------------ internals
 

@@ -41,6 +41,7 @@ from tickwatch_gateway.routes import (
     dashboard,
     history,
     indicators,
+    ops,
     prices,
     ws,
 )
@@ -111,6 +112,7 @@ def build_app(settings: Settings) -> web.Application:
     api.mount(app)
     ws.add_routes(app)
     dashboard.add_routes(app)
+    ops.add_routes(app)
     add_docs_routes(app, api, "Tickwatch", VERSION)
     add_ops_routes(app, SERVICE, readiness_checks(app))
     app.cleanup_ctx.append(resources)

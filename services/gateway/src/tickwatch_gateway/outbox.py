@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -61,12 +62,15 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval_s: float = 1.0,
         keep_sent_s: int = 24 * 3600,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
         self.publisher = publisher
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.keep_sent_s = keep_sent_s
+        self.on_failure = on_failure
+        """Told of each failed round: the topic's log may have been replaced (changes_log)."""
         self._wake = asyncio.Event()
         self.listening = asyncio.Event()
 
@@ -137,6 +141,8 @@ class OutboxRelay:
                     raise
                 except Exception as exc:
                     OUTBOX_FAILURES.inc()
+                    if self.on_failure is not None:
+                        self.on_failure()
                     delay = backoff.next_delay()
                     log.warning("outbox_relay_failed", error=str(exc)[:300], retry_in_s=delay)
                     self.listening.clear()

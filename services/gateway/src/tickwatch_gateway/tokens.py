@@ -17,6 +17,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
@@ -24,6 +25,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 ALGORITHM = "HS256"
 ACCESS = "access"
+OPS = "ops"
+OPS_TOKEN_MAX_TTL_S = 300  # a stolen ops token is good for minutes, not for ever
 SCOPES = ("read", "alerts:write", "portfolio:write")
 API_KEY_PREFIX = "tw_"
 LEEWAY_S = 5  # clock skew allowed on exp and iat
@@ -66,19 +69,24 @@ class TokenIssuer:
         }
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM, headers={"typ": "JWT"})
 
-    def verify(self, token: str) -> AccessClaims:
+    def _decode(self, token: str, require: list[str]) -> dict[str, Any]:
+        """The claims of an HS256 token of ours with every claim in ``require``."""
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 self.secret,
                 algorithms=[ALGORITHM],
                 audience=self.audience,
                 issuer=self.issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud", "jti", "typ"]},
+                options={"require": require},
                 leeway=LEEWAY_S,
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
+        return claims
+
+    def verify(self, token: str) -> AccessClaims:
+        claims = self._decode(token, ["exp", "iat", "sub", "iss", "aud", "jti", "typ"])
         if claims.get("typ") != ACCESS:
             raise InvalidToken("not an access token")
         sub, sid = claims["sub"], claims.get("sid")
@@ -87,6 +95,16 @@ class TokenIssuer:
         if sid is not None and (not isinstance(sid, str) or not sid):
             raise InvalidToken("bad session")
         return AccessClaims(sub, str(claims["jti"]), int(claims["exp"]), sid)
+
+    def verify_ops(self, token: str) -> None:
+        """Admit an operator's token (``typ: "ops"``, what ``python -m tickwatch_devstack
+        reconcile`` signs with the same key) living at most ``OPS_TOKEN_MAX_TTL_S``; raise
+        :class:`InvalidToken` otherwise. Users' access tokens are not ops tokens."""
+        claims = self._decode(token, ["exp", "iat", "iss", "aud", "typ"])
+        if claims.get("typ") != OPS:
+            raise InvalidToken("not an ops token")
+        if int(claims["exp"]) - int(claims["iat"]) > OPS_TOKEN_MAX_TTL_S:
+            raise InvalidToken(f"an ops token lives at most {OPS_TOKEN_MAX_TTL_S} s")
 
 
 def opaque_token() -> str:

@@ -110,3 +110,26 @@ def test_passwords_verify_only_themselves() -> None:
     assert verify_password(stored, "correct horse")
     assert not verify_password(stored, "wrong horse")
     assert not verify_password(None, "correct horse")
+
+
+def test_an_ops_token_from_devstack_is_admitted_and_access_tokens_are_not() -> None:
+    from tickwatch_devstack.reconcile import ops_token
+
+    ISSUER.verify_ops(ops_token(SECRET, "tickwatch", "tickwatch-api"))
+    with pytest.raises(InvalidToken, match="not an ops token"):
+        ISSUER.verify_ops(ISSUER.issue("user-1", "login-1"))
+    with pytest.raises(InvalidToken):
+        ISSUER.verify_ops(
+            ops_token("another-secret-0123456789-abcdefghijkl", "tickwatch", "tickwatch-api")
+        )
+    with pytest.raises(InvalidToken):  # expired
+        ISSUER.verify_ops(ops_token(SECRET, "tickwatch", "tickwatch-api", now=time.time() - 600))
+    with pytest.raises(InvalidToken):  # an access token is never an ops token either way
+        ISSUER.verify(ops_token(SECRET, "tickwatch", "tickwatch-api"))
+
+
+def test_a_long_lived_ops_token_is_refused() -> None:
+    now = int(time.time())
+    token = jwt.encode(claims(typ="ops", iat=now, exp=now + 3600), SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match="at most"):
+        ISSUER.verify_ops(token)
