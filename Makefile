@@ -10,6 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 PY := $(CURDIR)/.venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
+CHAOS_ARGS ?=
 # The pure cores (no I/O): matching, normalisation, candles, indicators, roll-ups, alert rules.
 CORE_MODULES := services/alert-engine/src/tickwatch_alert_engine/matching.py \
   services/ingestor/src/tickwatch_ingestor/normalise.py \
@@ -18,7 +19,7 @@ CORE_MODULES := services/alert-engine/src/tickwatch_alert_engine/matching.py \
   services/gateway/src/tickwatch_gateway/rollup.py \
   services/gateway/src/tickwatch_gateway/alerts.py
 
-.PHONY: help install run down test test-unit lint bench kafka-up kafka-down
+.PHONY: help install run down test test-unit lint bench kafka-up kafka-down chaos
 
 help: ## list the targets
 	@echo "Tickwatch: make <target>"
@@ -59,6 +60,9 @@ bench: install ## run every bench/*.py in turn (each starts its own servers and 
 	  echo "=== $$script"
 	  "$(PY)" "$$script"
 	done
+
+chaos: install ## a seeded fault run on real servers (2,000 alerts, every fault in turn); exit 1 on a loss
+	"$(PY)" -m tickwatch_devstack.chaos $(CHAOS_ARGS)
 
 kafka-up: ## a throwaway Apache Kafka (KRaft) on localhost:29092, wiped at each start (benches, experiments)
 	@bash deploy/apache-kafka/kafka.sh up
