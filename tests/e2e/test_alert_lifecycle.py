@@ -41,7 +41,12 @@ from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import TICKS
 from tickwatch_devstack.infra import Stack, free_port
-from tickwatch_devstack.testing import log_tail, replay_tick, service_running_off_loop
+from tickwatch_devstack.testing import (
+    ApiClient,
+    log_tail,
+    replay_tick,
+    service_running_off_loop,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,24 +107,6 @@ class Receiver:
         body = await request.read()
         self.calls.append(Hook(dict(request.headers), body, time.perf_counter()))
         return web.Response(text="ok")
-
-
-@dataclass
-class Client:
-    """The public API, as a client with a bearer token uses it."""
-
-    http: aiohttp.ClientSession
-    base: str
-    token: str = ""
-
-    async def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with self.http.request(
-            method, f"{self.base}/api/v1{path}", json=body, headers=headers
-        ) as resp:
-            text = await resp.text()
-            assert resp.status == expect, f"{method} {path} -> {resp.status}: {text[:500]}"
-            return json.loads(text) if text else None
 
 
 class Ticks:
@@ -213,7 +200,7 @@ async def test_alert_lifecycle_email_and_signed_webhook_fire_once_with_history(
             http = await services.enter_async_context(aiohttp.ClientSession())
             publisher = await services.enter_async_context(kafka_producer(settings, linger_ms=0))
             ready_s = time.perf_counter() - started
-            api = Client(http, f"http://127.0.0.1:{ports['gateway']}")
+            api = ApiClient(http, f"http://127.0.0.1:{ports['gateway']}")
             ticks = Ticks(publisher, symbol)
 
             async def engine_alerts() -> float:

@@ -1,4 +1,5 @@
-"""Run a Tickwatch service as a real process (``python -m tickwatch_<name>``) for tests and benches."""
+"""Run a Tickwatch service as a real process (``python -m tickwatch_<name>``) for tests and benches,
+or the whole system under the real supervisor (:class:`UpProcess`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -85,3 +87,81 @@ def service_process(
                 proc.wait(5)
         if log_path and out is not subprocess.DEVNULL:
             out.close()  # type: ignore[union-attr]
+
+
+class UpProcess:
+    """``python -m tickwatch_devstack up`` run as ``make run`` runs it, for tests of the whole
+    system: the servers on the given ports, a private data folder, the output kept line by line.
+
+    Started from the calling thread (``PR_SET_PDEATHSIG`` follows the thread that forks); only
+    :meth:`wait_for` blocks, so an async test calls it through ``asyncio.to_thread``.
+    """
+
+    def __init__(
+        self,
+        repo: Path,
+        data: Path,
+        *,
+        ports: dict[str, int],
+        services: tuple[str, ...],
+        env: dict[str, str],
+        args: tuple[str, ...] = (),
+    ) -> None:
+        command = [sys.executable, "-m", "tickwatch_devstack", "--repo", str(repo)]
+        command += ["--data", str(data), "up", "--services", ",".join(services), *args]
+        for server, port in ports.items():  # kafka, postgres, redis, smtp, mail-http
+            command += [f"--{server}-port", str(port)]
+        self.data = data
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+        threading.Thread(target=self._read, name="up-output", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout_s: float = 180, after: int = 0) -> int:
+        """Wait until a line from index ``after`` on contains ``text``; answer its index."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                for index in range(after, len(self.lines)):
+                    if text in self.lines[index]:
+                        return index
+                after = max(after, len(self.lines))
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and after == len(self.lines)):
+                    how = "exited" if self.proc.poll() is not None else f"not in {timeout_s} s"
+                    raise AssertionError(
+                        f"`up` printed no {text!r} ({how}):\n" + "\n".join(self.lines[-200:])
+                    )
+                self._changed.wait(min(left, 0.5))
+
+    def stop(self, timeout_s: float = 120) -> int:
+        """SIGTERM, as ``make down`` asks a running ``make run`` to stop; answer its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise

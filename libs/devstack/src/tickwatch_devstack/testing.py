@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -191,3 +193,22 @@ async def service_running_off_loop(
         yield
     finally:
         await asyncio.to_thread(manager.__exit__, None, None, None)
+
+
+@dataclass
+class ApiClient:
+    """The public API, as a client with a bearer token uses it (``base``: the gateway's URL)."""
+
+    http: aiohttp.ClientSession
+    base: str
+    token: str = ""
+
+    async def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+        """``path`` under ``/api/v1``; fails unless the answer's status is ``expect``."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.http.request(
+            method, f"{self.base}/api/v1{path}", json=body, headers=headers
+        ) as resp:
+            text = await resp.text()
+            assert resp.status == expect, f"{method} {path} -> {resp.status}: {text[:500]}"
+            return json.loads(text) if text else None
