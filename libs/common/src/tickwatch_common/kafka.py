@@ -1,10 +1,11 @@
 """Kafka wiring: producer and consumer as async context managers, and the consume loop.
 
 The consume loop decodes each record with its topic's model, hands valid events to the
-handler, sends malformed records to ``<topic>.dlq`` (with the reason in headers and a metric;
-a group-less consumer only counts and logs them)
-and commits offsets only after the batch is handled. A handler that raises is retried from the
-same offset after a backoff: nothing is skipped, so handlers must be idempotent.
+handler, sends malformed records to ``<topic>.dlq`` once each, whole or, when too big to copy,
+as a bounded reference (see :mod:`tickwatch_common.dead_letters`; a group-less consumer only
+counts and logs them), and commits offsets only after the batch is handled. A batch that fails
+sends its partition and every later one of the same fetch back to their first unhandled record,
+retried after a backoff: nothing is skipped, so handlers must be idempotent.
 """
 
 from __future__ import annotations
@@ -19,16 +20,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 from pydantic import ValidationError
 
 from tickwatch_common.backoff import Backoff
 from tickwatch_common.cancellation import raise_if_cancelling
+from tickwatch_common.consumer_progress import ConsumerProgress
+from tickwatch_common.dead_letters import DeadLetters, letter_for, reference_letter, source_of
 from tickwatch_common.events import Event
 from tickwatch_common.metrics import (
     HANDLE_SECONDS,
@@ -425,16 +435,34 @@ BatchHandler = Callable[[list[Delivered]], Awaitable[None]]
 
 
 async def dead_letter(
-    publisher: Publisher, record: ConsumerRecord[bytes, bytes], reason: str, error: str
-) -> None:
+    publisher: Publisher,
+    record: ConsumerRecord[bytes, bytes],
+    reason: str,
+    error: str,
+    *,
+    known: DeadLetters | None = None,
+) -> bool:
+    """Send ``record`` to ``<topic>.dlq`` once: whole, or as a bounded reference when it is
+    too big to copy (decided up front, and again if the producer still refuses the copy).
+    With ``known``, a record already in the DLQ (an earlier run, a replay) is not sent again.
+    Returns whether an entry was sent."""
+    dlq, source = f"{record.topic}.dlq", source_of(record)
+    if known is not None and await known.holds(dlq, source):
+        log.info("dead_letter_known", topic=record.topic, source=source)
+        return False
+    letter = letter_for(record, reason, error)
+    try:
+        await publisher.send_raw(dlq, letter.value, letter.key, letter.headers)
+    except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+        if letter.form == "reference":
+            raise
+        log.warning("dead_letter_copy_refused", source=source, error=repr(exc))
+        letter = reference_letter(record, reason, error)
+        await publisher.send_raw(dlq, letter.value, letter.key, letter.headers)
+    if known is not None:
+        known.add(source)
     _count_malformed(MESSAGES_DEAD_LETTERED, "message_dead_lettered", record, reason, error)
-    headers = [
-        *list(record.headers or ()),
-        ("dlq_reason", reason.encode()),
-        ("dlq_error", error[:2000].encode()),
-        ("dlq_source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-    ]
-    await publisher.send_raw(f"{record.topic}.dlq", record.value, record.key, headers)
+    return True
 
 
 def _count_malformed(
@@ -451,6 +479,9 @@ def _count_malformed(
     )
 
 
+COMMIT_TIMEOUT_S = 15.0  # one commit of a round; a late or refused one is retried next round
+
+
 async def consume(
     consumer: AIOKafkaConsumer,
     handle_batch: BatchHandler,
@@ -460,68 +491,163 @@ async def consume(
     max_records: int = 500,
     stop: asyncio.Event | None = None,
     after_round: Callable[[], Awaitable[None]] | None = None,
+    progress: ConsumerProgress | None = None,
 ) -> None:
     """Decode, hand over, dead-letter the malformed, commit; until cancelled or ``stop`` is set.
 
-    ``after_round`` runs once the batches of one fetch (one per partition) are handled: a
-    handler that must wait for something per batch (broker acknowledgements, a database write)
-    can wait once for them all there, so the last partition's batch is not held up by the
-    round trips of the others. If it raises, every batch of the round is fetched again after a
+    One fetch brings a batch per partition. A batch that fails (its handler, or sending its
+    malformed records to the DLQ) ends the round: that partition and every later one of the
+    fetch go back to their first record of the fetch, the batches handled before it are
+    committed, and the round is fetched again after a backoff. Nothing is committed past a
+    record that was not handled, and no partition of a fetch is skipped (aiokafka has already
+    moved every position past its batch). A partition the handler moved back itself (a seek of
+    its own) is left where it put it; one revoked meanwhile is left to its new owner.
+
+    ``after_round`` runs once the batches of one fetch are handled: a handler that must wait
+    for something per batch (broker acknowledgements, a database write) can wait once for them
+    all there, so the last partition's batch is not held up by the round trips of the others.
+    Commits wait for it; if it raises, every batch of the round is fetched again after a
     backoff, as a failed batch is.
+
+    ``progress`` is told each partition's next offset once its batch (and its round) is handled,
+    malformed-only batches included.
 
     ``dlq=None`` only counts and logs malformed records: for a group-less consumer, which every
     replica runs, so that one record is not dead-lettered once per replica (the consumer
-    groups reading the topic dead-letter it once)."""
+    groups reading the topic dead-letter it once). With a DLQ, each record is dead-lettered
+    once across restarts and replays (:class:`~tickwatch_common.dead_letters.DeadLetters`)."""
     backoff = Backoff(initial_s=0.2, cap_s=10.0)
-    while stop is None or not stop.is_set():
-        raise_if_cancelling()
-        batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
-        for tp, records in batches.items():
-            good: list[Delivered] = []
-            for record in records:
+    known = _dead_letters_of(dlq) if dlq is not None else None
+    try:
+        while stop is None or not stop.is_set():
+            raise_if_cancelling()
+            batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
+            if not batches:
+                continue
+            handled = await _handle_round(batches, handle_batch, dlq, known)
+            failed = len(handled) < len(batches)
+            if after_round is not None and handled:
                 try:
-                    good.append(decode(record))
-                except (ValidationError, ValueError, KeyError) as exc:
-                    reason = "validation" if isinstance(exc, ValidationError) else "decode"
-                    if dlq is None:
-                        _count_malformed(
-                            MESSAGES_MALFORMED_SKIPPED,
-                            "malformed_message_skipped",
-                            record,
-                            reason,
-                            str(exc),
-                        )
-                    else:
-                        await dead_letter(dlq, record, reason, str(exc))
-            if good:
-                started = time.perf_counter()
-                try:
-                    await _bind_and_handle(handle_batch, good)
+                    await after_round()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    HANDLER_FAILURES.labels(tp.topic).inc()
-                    delay = backoff.next_delay()
-                    log.exception("handler_failed", topic=tp.topic, retry_in_s=round(delay, 2))
-                    consumer.seek(tp, records[0].offset)
-                    await asyncio.sleep(delay)
-                    break
+                    log.exception("round_failed", partitions=len(handled))
+                    handled, failed = {}, True
+            await _rewind(consumer, {tp: rs for tp, rs in batches.items() if tp not in handled})
+            if commit and handled:
+                await _commit(consumer, handled)
+            if progress is not None:
+                for tp, next_offset in handled.items():
+                    progress.handled(tp.topic, tp.partition, next_offset)
+            if not failed:
                 backoff.reset()
-                HANDLE_SECONDS.labels(tp.topic).observe(time.perf_counter() - started)
-                MESSAGES_CONSUMED.labels(tp.topic).inc(len(good))
-            if commit:
-                await consumer.commit({tp: records[-1].offset + 1})
-        if after_round is not None and batches:
-            try:
-                await after_round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                delay = backoff.next_delay()
-                log.exception("round_failed", retry_in_s=round(delay, 2))
-                for tp, records in batches.items():
-                    consumer.seek(tp, records[0].offset)
+                continue
+            delay = backoff.next_delay()
+            log.warning("consume_retry", retry_in_s=round(delay, 2))
+            if stop is None:
                 await asyncio.sleep(delay)
+            else:
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+    finally:
+        if known is not None:
+            await known.close()
+
+
+Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+async def _handle_round(
+    batches: Fetched,
+    handle_batch: BatchHandler,
+    dlq: Publisher | None,
+    known: DeadLetters | None,
+) -> dict[TopicPartition, int]:
+    """Each partition's batch in turn, until one fails; the next offset of each handled one."""
+    handled: dict[TopicPartition, int] = {}
+    for tp, records in batches.items():
+        started = time.perf_counter()
+        try:
+            good = await _decoded(records, dlq, known)
+            if good:
+                await _bind_and_handle(handle_batch, good)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            HANDLER_FAILURES.labels(tp.topic).inc()
+            log.exception(
+                "handler_failed", topic=tp.topic, partition=tp.partition, offset=records[0].offset
+            )
+            break
+        if good:
+            HANDLE_SECONDS.labels(tp.topic).observe(time.perf_counter() - started)
+            MESSAGES_CONSUMED.labels(tp.topic).inc(len(good))
+        handled[tp] = records[-1].offset + 1
+    return handled
+
+
+async def _decoded(
+    records: list[ConsumerRecord[bytes, bytes]],
+    dlq: Publisher | None,
+    known: DeadLetters | None,
+) -> list[Delivered]:
+    """The valid events of a batch; the malformed are dead-lettered (or, without a DLQ,
+    counted and logged)."""
+    good: list[Delivered] = []
+    for record in records:
+        try:
+            good.append(decode(record))
+        except (ValidationError, ValueError, KeyError) as exc:
+            reason = "validation" if isinstance(exc, ValidationError) else "decode"
+            if dlq is None:
+                _count_malformed(
+                    MESSAGES_MALFORMED_SKIPPED,
+                    "malformed_message_skipped",
+                    record,
+                    reason,
+                    str(exc),
+                )
+            else:
+                await dead_letter(dlq, record, reason, str(exc), known=known)
+    return good
+
+
+async def _rewind(consumer: AIOKafkaConsumer, unhandled: Fetched) -> None:
+    """Each unhandled partition back to its first record of the fetch, unless it is already at
+    or before it (the handler sought it back itself) or no longer assigned."""
+    assigned = consumer.assignment()
+    for tp, records in unhandled.items():
+        if tp not in assigned:
+            continue
+        try:
+            position = await consumer.position(tp)
+        except KafkaError:  # revoked meanwhile
+            continue
+        if position > records[0].offset:
+            consumer.seek(tp, records[0].offset)
+
+
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit the partitions still assigned; a refused or late commit (a rebalance, the
+    coordinator away) is logged: the next round commits further, or the next owner re-reads
+    from the last commit (handlers are idempotent)."""
+    assigned = consumer.assignment()
+    mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+    if not mine:
+        return
+    try:
+        async with asyncio.timeout(COMMIT_TIMEOUT_S):
+            await consumer.commit(mine)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("commit_failed", partitions=len(mine), error=repr(exc))
+
+
+def _dead_letters_of(publisher: Publisher) -> DeadLetters:
+    # aiokafka keeps the bootstrap servers only on its client; the DLQ reader uses the same.
+    servers = getattr(publisher.producer.client, "_bootstrap_servers", "localhost")
+    return DeadLetters(publisher.producer, servers)
 
 
 async def stop_consuming(
