@@ -22,6 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from tickwatch_common.metrics import CONSUMER_LAG
 from tickwatch_common.ops import Check, CheckResult
@@ -145,7 +146,11 @@ class ConsumerProgress:
 
     def _end(self, tp: TopicPartition) -> int | None:
         """The newest end known: the last fetch's high watermark or the last end_offsets()."""
-        ends = [e for e in (self.consumer.highwater(tp), self._ends.get(tp)) if e is not None]
+        try:
+            highwater = self.consumer.highwater(tp)
+        except (AssertionError, IllegalStateError):  # revoked meanwhile: aiokafka asserts
+            highwater = None
+        ends = [e for e in (highwater, self._ends.get(tp)) if e is not None]
         return max(ends) if ends else None
 
     async def _refresh_ends(self, assigned: set[TopicPartition]) -> None:
