@@ -15,11 +15,19 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
+from tickwatch_common.checks import publishing_check
+from tickwatch_common.consumer_progress import ConsumerProgress
 from tickwatch_common.kafka import Publisher, consume, kafka_consumer, kafka_producer
 from tickwatch_common.ops import Check, CheckResult, add_ops_routes
 from tickwatch_common.postgres import migrate, postgres_pool
 from tickwatch_common.redis import redis_client
-from tickwatch_common.topics import CANDLES, TICKS
+from tickwatch_common.topics import (
+    ALERT_CHANGES,
+    ALERTS_TRIGGERED,
+    CANDLES,
+    NOTIFICATIONS_STATUS,
+    TICKS,
+)
 
 from tickwatch_gateway.accounts import AccountStore
 from tickwatch_gateway.alerts_runtime import install_alerts
@@ -73,6 +81,9 @@ from tickwatch_gateway.tokens import TokenIssuer
 log = structlog.get_logger(__name__)
 
 SERVICE = "gateway"
+# The readiness checks, kept so that resources started later (the publisher, consumer groups)
+# add theirs: /ready reads the list at each request.
+CHECKS = web.AppKey("readiness_checks", list[Check])
 SCHEMA = "gateway"
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"
@@ -114,7 +125,8 @@ def build_app(settings: Settings) -> web.Application:
     dashboard.add_routes(app)
     ops.add_routes(app)
     add_docs_routes(app, api, "Tickwatch", VERSION)
-    add_ops_routes(app, SERVICE, readiness_checks(app))
+    app[CHECKS] = checks = readiness_checks(app)
+    add_ops_routes(app, SERVICE, checks)
     app.cleanup_ctx.append(resources)
     install_alerts(app)
     return app
@@ -147,8 +159,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             settings.rate_limit_auth,
             settings.redis_timeout_s,
         )
-        publisher = await stack.enter_async_context(kafka_producer(settings))
+        # Produced to (alert changes) or dead-lettered from (the consumer groups' topics).
+        produced = [ALERT_CHANGES, CANDLES, ALERTS_TRIGGERED, NOTIFICATIONS_STATUS]
+        publisher = await stack.enter_async_context(kafka_producer(settings, topics=produced))
         app[PUBLISHER] = publisher
+        app[CHECKS].append(publishing_check(publisher.outcomes))
         feed_consumer = await stack.enter_async_context(
             kafka_consumer(
                 settings,
@@ -164,7 +179,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(feed.run(feed_consumer), name="market-feed"),
             asyncio.create_task(
-                persist_candles(settings, persister, publisher), name="candle-store"
+                persist_candles(settings, persister, publisher, app[CHECKS]), name="candle-store"
             ),
             asyncio.create_task(app[LIMITER].run(), name="rate-limit-flush"),
         ]
@@ -175,7 +190,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def persist_candles(
-    settings: Settings, persister: CandlePersister, publisher: Publisher
+    settings: Settings, persister: CandlePersister, publisher: Publisher, checks: list[Check]
 ) -> None:
     """The candle store's consumer group; joined in the background (a join takes seconds).
 
@@ -186,7 +201,12 @@ async def persist_candles(
     async with kafka_consumer(
         settings, group=group, topics=topics, fetch_max_wait_ms=CANDLE_STORE_FETCH_WAIT_MS
     ) as consumer:
-        await consume(consumer, persister.handle, dlq=publisher)
+        progress = ConsumerProgress(group, consumer, stall_s=settings.consumer_stall_s)
+        checks.append(check := progress.check())  # /ready reads the list at each request
+        try:
+            await consume(consumer, persister.handle, dlq=publisher, progress=progress)
+        finally:
+            checks.remove(check)
 
 
 def readiness_checks(app: web.Application) -> list[Check]:
