@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from tickwatch_common.consumer_progress import ConsumerProgress
 from tickwatch_common.kafka import consume, kafka_consumer
 from tickwatch_common.topics import ALERTS_TRIGGERED, NOTIFICATIONS_STATUS
 
@@ -22,7 +23,7 @@ from tickwatch_gateway.feed import start_at_end
 from tickwatch_gateway.outbox import OutboxRelay
 from tickwatch_gateway.settings import Settings
 from tickwatch_gateway.shutdown import stop_tasks
-from tickwatch_gateway.state import HUB, POOL, PUBLISHER, REDIS, SETTINGS, TASKS
+from tickwatch_gateway.state import CHECKS, HUB, POOL, PUBLISHER, REDIS, SETTINGS, TASKS
 
 ALERT_STORE = web.AppKey("alert_store", AlertStore)
 ALERT_CACHE = web.AppKey("alert_cache", AlertListCache)
@@ -94,7 +95,15 @@ async def record_alert_events(
         topics=topics,
         fetch_max_wait_ms=HISTORY_FETCH_WAIT_MS,
     ) as consumer:
-        await consume(consumer, recorder.handle, dlq=app[PUBLISHER])
+        # A stalled history (a poison record, a replaced log) turns /ready 503 naming it.
+        progress = ConsumerProgress(
+            settings.alerts_consumer_group, consumer, stall_s=settings.consumer_stall_s
+        )
+        app[CHECKS].append(check := progress.check())
+        try:
+            await consume(consumer, recorder.handle, dlq=app[PUBLISHER], progress=progress)
+        finally:
+            app[CHECKS].remove(check)
 
 
 async def push_triggers(settings: Settings, push: AlertPush, positioned: asyncio.Event) -> None:

@@ -59,6 +59,7 @@ from tickwatch_gateway.state import (
     ACCOUNTS,
     BOOK,
     CACHE,
+    CHECKS,
     FEED,
     HUB,
     LIMITER,
@@ -81,9 +82,6 @@ from tickwatch_gateway.tokens import TokenIssuer
 log = structlog.get_logger(__name__)
 
 SERVICE = "gateway"
-# The readiness checks, kept so that resources started later (the publisher, consumer groups)
-# add theirs: /ready reads the list at each request.
-CHECKS = web.AppKey("readiness_checks", list[Check])
 SCHEMA = "gateway"
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION = "0.1.0"

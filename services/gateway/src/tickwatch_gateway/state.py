@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 from aiohttp import web
 from tickwatch_common.kafka import Publisher
+from tickwatch_common.ops import Check
 
 from tickwatch_gateway.accounts import AccountStore
 from tickwatch_gateway.cache import RedisGuard, ResponseCache
@@ -21,6 +22,9 @@ from tickwatch_gateway.symbols import SymbolDirectory
 from tickwatch_gateway.tokens import TokenIssuer
 
 SETTINGS = web.AppKey("settings", Settings)
+# The readiness checks: resources started later (the publisher, consumer groups) add theirs,
+# and /ready reads the list at each request.
+CHECKS = web.AppKey("readiness_checks", list[Check])
 SYMBOLS = web.AppKey("symbols", SymbolDirectory)
 BOOK = web.AppKey("book", PriceBook)
 HUB = web.AppKey("hub", Hub)
