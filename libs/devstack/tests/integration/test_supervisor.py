@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,37 +14,22 @@ from pathlib import Path
 
 import pytest
 from tickwatch_devstack.infra import free_port
+from tickwatch_devstack.services import UpProcess
 from tickwatch_devstack.supervisor import Record, RunDir
 
 pytestmark = pytest.mark.integration
 
 
 class Up:
-    def __init__(self, proc: subprocess.Popen[str], data: Path, portfolio_port: int) -> None:
-        self.proc = proc
-        self.data = data
-        self.portfolio_port = portfolio_port
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+    """``up`` of the portfolio alone; ``wait_for`` reads its output in order, as a person would."""
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
+    def __init__(self, run: UpProcess, portfolio_port: int) -> None:
+        self.run, self.proc, self.data = run, run.proc, run.data
+        self.portfolio_port = portfolio_port
+        self.cursor = 0
 
     def wait_for(self, text: str, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                assert self.proc.poll() is None, "\n".join(self.seen)
-                continue
-            self.seen.append(line)
-            if text in line:
-                return
-        raise AssertionError(f"{text!r} not printed in {timeout_s}s:\n" + "\n".join(self.seen))
+        self.cursor = self.run.wait_for(text, timeout_s, after=self.cursor) + 1
 
 
 @contextmanager
@@ -59,21 +41,21 @@ def running_up(
     env = {**os.environ, **(env or {}), "PORTFOLIO_PORT": str(port)}
     if own_postgres:  # a test that freezes PostgreSQL must not freeze a shared one
         env.pop("DATABASE_URL", None)
-    command = [sys.executable, "-m", "tickwatch_devstack", "--repo", str(tmp_path)]
-    command += ["--data", str(data), "up", "--services", "portfolio", "--ready-timeout", "60"]
-    command += args
-    for flag in ("--kafka-port", "--postgres-port", "--redis-port", "--smtp-port"):
-        command += [flag, str(free_port())]
-    command += ["--mail-http-port", str(free_port())]
-    proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    servers = ("kafka", "postgres", "redis", "smtp", "mail-http")
+    run = UpProcess(
+        tmp_path,
+        data,
+        ports={server: free_port() for server in servers},
+        services=("portfolio",),
+        env=env,
+        args=("--ready-timeout", "60", *args),
     )
     try:
-        yield Up(proc, data, port)
+        yield Up(run, port)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait(10)
         down(tmp_path, data)
 
 
@@ -210,7 +192,7 @@ def test_a_service_that_turns_unready_is_warned_about_once_and_so_is_its_recover
             for pid in frozen:
                 os.kill(pid, signal.SIGCONT)
         up.wait_for("portfolio recovered: ready again", 30)
-        warnings = [line for line in up.seen if "turned unready" in line]
+        warnings = [line for line in up.run.lines if "turned unready" in line]
         assert len(warnings) == 1, warnings  # one line for the change, not one per poll
         assert status(tmp_path, up.data)[0] == 0
 
