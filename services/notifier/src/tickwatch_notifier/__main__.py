@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
-from tickwatch_common.checks import kafka_check, postgres_check
+from tickwatch_common.checks import kafka_check, postgres_check, publishing_check
+from tickwatch_common.consumer_progress import ConsumerProgress
 from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer, stop_consuming
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, CheckResult, ops_server
 from tickwatch_common.postgres import migrate, postgres_pool
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
-from tickwatch_common.topics import ALERTS_TRIGGERED
+from tickwatch_common.topics import ALERTS_TRIGGERED, NOTIFICATIONS_DLQ, NOTIFICATIONS_STATUS
 
 from tickwatch_notifier.channels import (
     Channel,
@@ -72,6 +73,12 @@ def limits(settings: Settings) -> Limits:
     )
 
 
+def outcome_pool_settings(settings: Settings) -> Settings:
+    """The connections that record outcomes only, so none waits behind a claim (deliveries.py)."""
+    size = settings.notifier_outcome_connections
+    return settings.model_copy(update={"database_pool_min": size, "database_pool_max": size})
+
+
 @asynccontextmanager
 async def running_notifier(
     settings: Settings, *, serve_ops: bool = True
@@ -80,7 +87,14 @@ async def running_notifier(
     await migrate(settings.database_url, SCHEMA, MIGRATIONS)
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
-        publisher = await stack.enter_async_context(kafka_producer(settings))
+        outcomes_pool = await stack.enter_async_context(
+            postgres_pool(outcome_pool_settings(settings), SCHEMA)
+        )
+        publisher = await stack.enter_async_context(
+            kafka_producer(
+                settings, topics=[NOTIFICATIONS_STATUS, NOTIFICATIONS_DLQ, ALERTS_TRIGGERED]
+            )
+        )
         http = await stack.enter_async_context(aiohttp.ClientSession())
         allow_private = settings.notifier_allow_private_webhooks
         webhook_http = await stack.enter_async_context(
@@ -96,7 +110,8 @@ async def running_notifier(
                 webhook_http, timeout_s=settings.webhook_timeout_s, allow_private=allow_private
             ),
         }
-        dispatcher = Dispatcher(DeliveryLog(pool), publisher, channels, limits(settings))
+        deliveries = DeliveryLog(pool, outcomes=outcomes_pool)
+        dispatcher = Dispatcher(deliveries, publisher, channels, limits(settings))
         stack.push_async_callback(dispatcher.close)
         consumer = await stack.enter_async_context(
             kafka_consumer(
@@ -113,10 +128,15 @@ async def running_notifier(
             ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
             return CheckResult(ok, "" if ok else "joining group")
 
+        progress = ConsumerProgress(
+            settings.notifier_group, consumer, stall_s=settings.consumer_stall_s
+        )
         checks = [
             kafka_check(publisher.producer),
+            publishing_check(publisher.outcomes),
             postgres_check(pool),
             Check("consumer", consuming),
+            progress.check(),
         ]
         if serve_ops:
             await stack.enter_async_context(
@@ -125,7 +145,9 @@ async def running_notifier(
         stop = asyncio.Event()
         sweeper = asyncio.create_task(dispatcher.run_sweeper())
         worker.task = asyncio.create_task(
-            consume(consumer, worker.handle, dlq=publisher, commit=False, stop=stop)
+            consume(
+                consumer, worker.handle, dlq=publisher, commit=False, stop=stop, progress=progress
+            )
         )
         try:
             yield worker

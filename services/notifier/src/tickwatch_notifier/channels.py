@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from tickwatch_common.events import Trigger, TriggerChannel
 
-from tickwatch_notifier.messages import Templates, email_message, webhook_body
+from tickwatch_notifier.messages import Templates, email_message, message_id, webhook_body
 from tickwatch_notifier.smtp_pool import PooledSMTP, SmtpPool
 
 SIGNATURE_HEADER = "X-Tickwatch-Signature"
@@ -172,7 +172,8 @@ class SendGridEmail:
                 {"type": "text/plain", "value": rendered.text},
                 {"type": "text/html", "value": rendered.html},
             ],
-            "headers": {EVENT_HEADER: trigger.event_id},
+            # The same Message-ID as over SMTP: every attempt of one trigger carries it.
+            "headers": {"Message-ID": message_id(trigger.event_id), EVENT_HEADER: trigger.event_id},
             "custom_args": {"event_id": trigger.event_id, "alert_id": trigger.alert_id},
         }
 

@@ -4,7 +4,9 @@ Concurrency is bounded twice: per destination (one mail server, SendGrid, or one
 and overall. A delivery first waits for its destination's slot, then for a global one, so a slow
 destination holds at most ``max_per_destination`` of the global slots and the rest keep flowing.
 A delivery is claimed in the log only once it holds both slots, so a lease never runs out while
-it waits.
+it waits, and it keeps them until its outcome is recorded: at any instant at most
+``max_concurrent`` deliveries are claimed without an outcome, and those are all that a crash can
+repeat (a restart retries each once its lease has run out).
 
 Outcomes: ``sent`` and ``failed`` are final; a transient failure below ``max_attempts`` becomes
 ``retrying`` with ``next_attempt_at`` = now + exponential backoff with jitter, and an in-process
@@ -153,17 +155,25 @@ class Dispatcher:
                 else:
                     with SEND_SECONDS.labels(name).time():
                         outcome = await sender.send(trigger, channel)
-            await self._record(trigger, name, attempts, outcome)
+                # Recorded before the slots are let go, so the deliveries claimed and without
+                # an outcome (all that a crash can send twice) never exceed max_concurrent.
+                status, delay = await self._settle(trigger, name, attempts, outcome)
+            await self._announce(trigger, name, attempts, outcome.detail, status, delay)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The row stays as it is (pending, or sending until its lease ends): the sweep retries.
             log.exception("delivery_error", event_id=trigger.event_id, channel=name)
 
-    async def _record(self, trigger: Trigger, name: str, attempts: int, outcome: Outcome) -> None:
+    async def _settle(
+        self, trigger: Trigger, name: str, attempts: int, outcome: Outcome
+    ) -> tuple[str, float]:
+        """Record the outcome in the delivery log (one statement); answer its status and, for
+        ``retrying``, the delay before the next attempt."""
         key = dict(
             event_id=trigger.event_id, channel=name, attempts=attempts, detail=outcome.detail
         )
+        delay = 0.0
         if outcome.result == "sent":
             await self.log.finish(trigger.event_id, name, "sent", outcome.detail)
             status = "sent"
@@ -177,9 +187,14 @@ class Dispatcher:
             status = "failed"
             log.warning("delivery_failed", **key)
         DELIVERIES.labels(name, status).inc()
+        return status, delay
+
+    async def _announce(
+        self, trigger: Trigger, name: str, attempts: int, detail: str, status: str, delay: float
+    ) -> None:
         # Published before the retry is scheduled: with a short backoff the next attempt's
         # status could otherwise reach the topic first, and "retrying" land after "sent".
-        await self.publish(trigger, name, status, attempts, outcome.detail)
+        await self.publish(trigger, name, status, attempts, detail)
         if status == "retrying":
             self._schedule(delay, trigger, name)
 

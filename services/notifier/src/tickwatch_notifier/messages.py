@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +16,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from tickwatch_common.events import Trigger
 
 TEMPLATES = Path(__file__).parent / "templates"
+
+# RFC 5322 dot-atom-text: atext runs joined by single dots.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,19 @@ def _plain(value: Decimal) -> str:
     return format(value, "f")
 
 
+def message_id(event_id: str, channel: str = "email") -> str:
+    """The ``Message-ID`` of every e-mail of one trigger on one channel: every attempt and every
+    restart send the same one, so a receiver (or its mail client) drops a repeat after a crash.
+
+    ``<{event_id}.{channel}@tickwatch>`` when that is an RFC 5322 ``msg-id`` (the engine's
+    event ids are UUIDs); otherwise the event id's SHA-256 stands in for it, still deterministic.
+    """
+    left = f"{event_id}.{channel}"
+    if not _DOT_ATOM.fullmatch(left):
+        left = f"{hashlib.sha256(event_id.encode()).hexdigest()}.{channel}"
+    return f"<{left}@tickwatch>"
+
+
 def email_message(
     rendered: RenderedEmail, *, mail_from: str, to: str, trigger: Trigger
 ) -> EmailMessage:
@@ -97,8 +115,7 @@ def email_message(
     msg["To"] = to
     msg["Subject"] = rendered.subject
     msg["Date"] = format_datetime(datetime.fromtimestamp(trigger.triggered_at / 1000, UTC))
-    # Deterministic: a re-send after a crash carries the same id, so mail clients show one.
-    msg["Message-ID"] = f"<{trigger.event_id}.email@tickwatch>"
+    msg["Message-ID"] = message_id(trigger.event_id)
     msg["X-Tickwatch-Event-Id"] = trigger.event_id
     msg["X-Tickwatch-Alert-Id"] = trigger.alert_id
     msg.set_content(rendered.text)

@@ -57,6 +57,13 @@ class Settings(KafkaSettings, PostgresSettings):
     notifier_max_pending: int = Field(
         default=1000, description="Deliveries accepted but not finished before consuming pauses"
     )
+    notifier_outcome_connections: int = Field(
+        default=10,
+        ge=1,
+        description="PostgreSQL connections kept for recording outcomes only, so a send's outcome"
+        " never waits behind other sends' claims (each accepted, unrecorded send is a duplicate"
+        " after a crash)",
+    )
     notifier_max_attempts: int = 8
     notifier_retry_base_s: float = 2.0
     notifier_retry_cap_s: float = 600.0

@@ -4,7 +4,10 @@
   (implicit TLS or STARTTLS, then login, as configured) only when no idle one is at hand, serves
   one send at a time, and goes back to the pool after it, most recently used first, so a quiet
   spell lets the others age out.
-- Recycled (``QUIT``) after ``max_messages`` messages; closed once idle for ``max_idle_s``.
+- Recycled (``QUIT``) after ``max_messages`` messages; closed once idle for ``max_idle_s``. The
+  ``QUIT`` of a recycled connection runs in the background: the send that used it last returns
+  as soon as the server accepted the message, so its outcome is recorded at once (a crash in
+  between would send it twice).
 - Dead connections: one the server closed while it sat idle is noticed at checkout and dropped.
   One found dead by a send (connection lost, timeout, or ``421`` closing) is dropped with every
   idle one (they are as old and likely as dead), and the send is repeated once, on a new
@@ -14,7 +17,8 @@
   may have taken the message: the send fails (transient) and the dispatcher's retry, with the
   same ``Message-ID``, decides as it always has. A fresh connection that fails is not retried
   either: that is the server's answer, not a stale connection.
-- :meth:`SmtpPool.close` sends ``QUIT`` on every idle connection; sends after it fail.
+- :meth:`SmtpPool.close` sends ``QUIT`` on every idle connection (and waits for the background
+  ones); sends after it fail.
 
 Hand-written because aiosmtplib, our client, has no pool, and no established PyPI package pools
 its connections: the two that say they do (``msmtp``, ``simple-email-gw``) are young releases
@@ -113,6 +117,7 @@ class SmtpPool:
         self._slots = asyncio.Semaphore(size)
         self._idle: list[PooledSMTP] = []  # most recently used last
         self._reaper: asyncio.TimerHandle | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # background QUITs
         self._closed = False
 
     @property
@@ -140,7 +145,7 @@ class SmtpPool:
             self._reaper.cancel()
             self._reaper = None
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(self._quit(conn) for conn in idle))
+        await asyncio.gather(*(self._quit(conn) for conn in idle), *self._retiring)
 
     # ------------------------------------------------------------------ internals
 
@@ -151,7 +156,7 @@ class SmtpPool:
             await conn.send_message(message)
         except Exception as exc:
             if still_usable(conn, exc):
-                await self._release(conn)
+                self._release(conn)
             else:
                 conn.close()
             raise
@@ -159,7 +164,7 @@ class SmtpPool:
             conn.close()
             raise
         conn.messages += 1
-        await self._release(conn)
+        self._release(conn)
 
     async def _checkout(self) -> PooledSMTP:
         self._reap()
@@ -182,9 +187,11 @@ class SmtpPool:
         SMTP_CONNECTIONS.inc()
         return conn
 
-    async def _release(self, conn: PooledSMTP) -> None:
+    def _release(self, conn: PooledSMTP) -> None:
         if self._closed or conn.messages >= self.max_messages or not conn.is_connected:
-            await self._quit(conn)
+            retiring = asyncio.create_task(self._quit(conn))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)

@@ -220,6 +220,8 @@ async def test_webhook_is_signed_retried_on_503_and_delivered_once(
         await wait_until(lambda: "sent" in outcomes.status_of(trigger.event_id), what="sent")
     assert outcomes.status_of(trigger.event_id) == ["retrying", "sent"]
     assert len(received) == 2
+    # Every attempt carries the same event id, for the receiver to drop a repeat by.
+    assert [h["X-Tickwatch-Event-Id"] for h, _ in received] == [trigger.event_id] * 2
     headers, body = received[-1]
     assert verify(secret, headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
     assert not verify("wrong", headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
@@ -277,6 +279,7 @@ async def test_sendgrid_receives_the_v3_payload(
     assert [c["type"] for c in payload["content"]] == ["text/plain", "text/html"]
     assert all("3501.25" in c["value"] for c in payload["content"])
     assert payload["custom_args"]["event_id"] == trigger.event_id
+    assert payload["headers"]["Message-ID"] == f"<{trigger.event_id}.email@tickwatch>"
 
 
 async def test_deliveries_left_by_a_crash_are_finished_once_after_restart(

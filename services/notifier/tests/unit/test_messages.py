@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import json
+import uuid
 
+import aiohttp
 from tickwatch_common.events import Trigger, TriggerChannel
-from tickwatch_notifier.channels import http_outcome, sign, verify
+from tickwatch_notifier.channels import SendGridEmail, http_outcome, sign, verify
 from tickwatch_notifier.dispatcher import retry_delay, without_secrets
-from tickwatch_notifier.messages import Templates, email_message, webhook_body
+from tickwatch_notifier.messages import Templates, email_message, message_id, webhook_body
 
 
 def trigger(**kw: object) -> Trigger:
@@ -60,6 +63,30 @@ def test_message_is_multipart_with_a_deterministic_message_id() -> None:
     assert parsed.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert parsed["Message-ID"] == "<e-1.email@tickwatch>"
+
+
+def test_message_id_is_one_valid_id_per_trigger_and_channel() -> None:
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "a-1:1"))  # as the engine derives them
+    assert message_id(event_id) == f"<{event_id}.email@tickwatch>" == message_id(event_id)
+    assert message_id(event_id, "webhook") != message_id(event_id)
+    # An id that is not dot-atom text (here: "@", space, "..") still gives a valid, stable id.
+    odd = message_id("a@b c..d")
+    assert odd == message_id("a@b c..d") and odd != message_id("a@b c..e")
+    left = odd.removeprefix("<").removesuffix("@tickwatch>")
+    assert left.endswith(".email") and "@" not in left and " " not in left
+    assert email.utils.parseaddr(odd[1:-1])[1] == odd[1:-1]
+
+
+async def test_sendgrid_mail_carries_the_same_message_id_as_smtp() -> None:
+    async with aiohttp.ClientSession() as http:
+        sendgrid = SendGridEmail(
+            Templates("http://x"), http, api_key="k", api_url="http://sg", mail_from="A <a@x>"
+        )
+        payload = sendgrid.payload(trigger(), "t@example.com")
+    assert payload["headers"] == {
+        "Message-ID": "<e-1.email@tickwatch>",
+        "X-Tickwatch-Event-Id": "e-1",
+    }
 
 
 def test_signature_verifies_with_the_secret_only() -> None:
