@@ -1,4 +1,5 @@
-"""A test-local SMTP server (aiosmtpd) that counts connections and can drop them on purpose."""
+"""A test-local SMTP server (aiosmtpd) that counts connections and can drop them on purpose, and
+a factory of e-mail triggers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Literal
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from tickwatch_common.events import Trigger, TriggerChannel
 
 Drop = Literal[
     "never", "after_each", "421_always", "421_on_reuse", "silently_on_reuse", "during_data_on_reuse"
@@ -126,3 +128,27 @@ def counting_smtp() -> Iterator[Callable[..., CountingSMTP]]:
     yield start
     for controller in controllers:
         controller.stop()
+
+
+def _email_trigger(event_id: str, to: str) -> Trigger:
+    return Trigger.model_validate(
+        {
+            "event_id": event_id,
+            "alert_id": f"a-{event_id}",
+            "user_id": "u-1",
+            "sequence": 1,
+            "symbol": "BTC-USDT",
+            "condition": "above",
+            "threshold": "70000",
+            "price": "70001.5",
+            "ts_event": 1_795_000_000_000,
+            "triggered_at": 1_795_000_000_100,
+            "channels": [TriggerChannel(type="email", to=to)],
+        }
+    )
+
+
+@pytest.fixture
+def email_trigger() -> Callable[[str, str], Trigger]:
+    """``email_trigger(event_id, to)``: a BTC-USDT ``above`` trigger with one e-mail channel."""
+    return _email_trigger

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from tickwatch_common.events import Trigger, TriggerChannel
+from tickwatch_common.events import Trigger
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import ALERTS_TRIGGERED
@@ -32,24 +32,6 @@ pytestmark = pytest.mark.e2e
 BURST = 300
 KILL_AFTER = 100  # mails accepted by the SMTP server before the kill
 CONCURRENCY = 50  # NOTIFIER_MAX_CONCURRENT: claimed sends at once, the coarse bound
-
-
-def trigger(run: str, i: int) -> Trigger:
-    return Trigger.model_validate(
-        {
-            "event_id": f"burst-{run}-{i:03d}",
-            "alert_id": f"a-{run}-{i:03d}",
-            "user_id": "u-burst",
-            "sequence": 1,
-            "symbol": "BTC-USDT",
-            "condition": "above",
-            "threshold": "70000",
-            "price": "70001.5",
-            "ts_event": 1_795_000_000_000 + i,
-            "triggered_at": 1_795_000_000_100 + i,
-            "channels": [TriggerChannel(type="email", to=f"burst-{run}-{i:03d}@example.com")],
-        }
-    )
 
 
 class Mails:
@@ -121,7 +103,11 @@ async def statuses(database_url: str, run: str) -> dict[str, str]:
 
 
 async def test_kill_9_mid_burst_repeats_only_the_sends_in_flight(
-    stack: Any, fresh_database: str, tmp_path: Path, counting_smtp: Any
+    stack: Any,
+    fresh_database: str,
+    tmp_path: Path,
+    counting_smtp: Any,
+    email_trigger: Callable[[str, str], Trigger],
 ) -> None:
     run = uuid.uuid4().hex[:8]
     server = counting_smtp()
@@ -142,7 +128,10 @@ async def test_kill_9_mid_burst_repeats_only_the_sends_in_flight(
         "MAIL_FROM": "Tickwatch <alerts@tickwatch.test>",
     }
     port = free_port()
-    triggers = [trigger(run, i) for i in range(BURST)]
+    triggers = [
+        email_trigger(f"burst-{run}-{i:03d}", f"burst-{run}-{i:03d}@example.com")
+        for i in range(BURST)
+    ]
     settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
     async with kafka_producer(settings, linger_ms=0) as publisher:
         first, proc = await started(env, port, tmp_path / "notifier-1.log")

@@ -5,33 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
-from tickwatch_common.events import Trigger, TriggerChannel
+from tickwatch_common.events import Trigger
 from tickwatch_common.postgres import migrate
 from tickwatch_notifier.deliveries import MIGRATIONS, SCHEMA, DeliveryLog
 
 pytestmark = pytest.mark.integration
 
 
-def trigger(i: int) -> Trigger:
-    return Trigger.model_validate(
-        {
-            "event_id": f"log-{uuid.uuid4().hex[:8]}-{i}",
-            "alert_id": f"a-{i}",
-            "user_id": "u-1",
-            "sequence": 1,
-            "symbol": "BTC-USDT",
-            "condition": "above",
-            "threshold": "70000",
-            "price": "70001",
-            "ts_event": 1_795_000_000_000,
-            "triggered_at": 1_795_000_000_001,
-            "channels": [TriggerChannel(type="email", to=f"t{i}@example.com")],
-        }
-    )
+@pytest.fixture
+def trigger(email_trigger: Callable[[str, str], Trigger]) -> Callable[[int], Trigger]:
+    """``trigger(i)``: this test's i-th e-mail trigger."""
+    run = uuid.uuid4().hex[:8]
+    return lambda i: email_trigger(f"log-{run}-{i}", f"t{i}@example.com")
 
 
 @pytest.fixture
@@ -46,9 +35,10 @@ async def pools(fresh_database: str) -> AsyncIterator[tuple[asyncpg.Pool, asyncp
 
 
 async def test_outcomes_use_their_own_connections_while_the_shared_pool_is_busy(
-    pools: tuple[asyncpg.Pool, asyncpg.Pool],
+    pools: tuple[asyncpg.Pool, asyncpg.Pool], trigger: Callable[[int], Trigger]
 ) -> None:
     pool, outcomes = pools
+
     log = DeliveryLog(pool, outcomes=outcomes)
     t = trigger(0)
     await log.record([(t, "email")])
@@ -65,9 +55,10 @@ async def test_outcomes_use_their_own_connections_while_the_shared_pool_is_busy(
 
 
 async def test_marks_that_arrive_together_are_all_written_and_only_for_the_current_status(
-    pools: tuple[asyncpg.Pool, asyncpg.Pool],
+    pools: tuple[asyncpg.Pool, asyncpg.Pool], trigger: Callable[[int], Trigger]
 ) -> None:
     pool, outcomes = pools
+
     log = DeliveryLog(pool, outcomes=outcomes)
     triggers = [trigger(i) for i in range(60)]
     await log.record([(t, "email") for t in triggers])
