@@ -208,11 +208,14 @@ def render(outcome: Outcome) -> str:
             f"{c.channel + ' (per firing)':<28}{c.expected:>10}{c.delivered:>10}{len(c.lost):>8}"
             f"{len(c.unexpected):>8}{len(c.duplicates):>8}{ok:>9}"
         )
-    lines.append(
-        f"{'gateway history (alerts)':<28}{outcome.history_checked:>10}"
-        f"{outcome.history_checked - len(outcome.history_mismatches):>10}"
-        f"{len(outcome.history_mismatches):>8}"
-    )
+    if outcome.history_checked:
+        lines.append(
+            f"{'gateway history (alerts)':<28}{outcome.history_checked:>10}"
+            f"{outcome.history_checked - len(outcome.history_mismatches):>10}"
+            f"{len(outcome.history_mismatches):>8}"
+        )
+    else:
+        lines.append(f"{'gateway history (alerts)':<28}{'not counted':>20}")
     lines.append(f"sends in flight at notifier kills: {outcome.in_flight_total}")
     lines.append(
         "dead letters: " + (", ".join(f"{k} {v}" for k, v in sorted(outcome.dlq.items())) or "none")
