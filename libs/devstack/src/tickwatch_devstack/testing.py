@@ -151,24 +151,29 @@ async def recreate_topic(
     timeout_s: float = 30,
 ) -> None:
     """Delete ``name`` and create it again: a new, empty log (a new topic id) under the same
-    name, as after a lost broker or a restore. Retries the create until the broker has finished
-    the deletion, within ``timeout_s``."""
+    name, as after a lost broker or a restore. The admin client answers error codes rather than
+    raising, and a deletion finishes after its answer, so this waits until the topic is gone,
+    then creates it again until the broker accepts, within ``timeout_s``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
     await admin.start()
+    deadline = time.monotonic() + timeout_s
     try:
         if name in await admin.list_topics():
-            await admin.delete_topics([name])
-        deadline = time.monotonic() + timeout_s
+            await admin.delete_topics([name], timeout_ms=15000)
+        while name in await admin.list_topics():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} still exists after its deletion")
+            await asyncio.sleep(0.1)
         while True:
-            try:
-                await admin.create_topics(
-                    [NewTopic(name, partitions, 1, topic_configs=configs or {})]
-                )
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, 1, topic_configs=configs or {})], timeout_ms=15000
+            )
+            [(_, code, message)] = response.topic_errors
+            if code == 0:
                 return
-            except TopicAlreadyExistsError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+            if code != TopicAlreadyExistsError.errno or time.monotonic() > deadline:
+                raise RuntimeError(f"creating {name}: error {code} {message}")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 

@@ -9,14 +9,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from tickwatch_common.checks import kafka_check, postgres_check
+from tickwatch_common.checks import kafka_check, postgres_check, publishing_check
+from tickwatch_common.consumer_progress import ConsumerProgress
 from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer, stop_consuming
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, CheckResult, ops_server
 from tickwatch_common.postgres import migrate, postgres_pool
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
-from tickwatch_common.topics import ALERT_CHANGES, SYMBOL_PARTITIONS, TICKS
+from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, SYMBOL_PARTITIONS, TICKS
 
 from tickwatch_alert_engine.consumer import AlertEngineWorker
 from tickwatch_alert_engine.settings import Settings
@@ -33,7 +34,9 @@ async def running_engine(
     await migrate(settings.database_url, SCHEMA, MIGRATIONS)
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
-        publisher = await stack.enter_async_context(kafka_producer(settings, linger_ms=0))
+        publisher = await stack.enter_async_context(
+            kafka_producer(settings, topics=[ALERTS_TRIGGERED, TICKS, ALERT_CHANGES], linger_ms=0)
+        )
         consumer = await stack.enter_async_context(
             kafka_consumer(
                 settings,
@@ -52,23 +55,33 @@ async def running_engine(
                 request_timeout_ms=max(settings.kafka_request_timeout_ms, 40000),
             )
 
+        # Readiness follows the positions the engine records (it keeps its own, in Postgres),
+        # not what the consumer fetched: a replaced log or a stuck record turns /ready 503.
+        progress = ConsumerProgress(
+            settings.alert_engine_group, consumer, stall_s=settings.consumer_stall_s
+        )
         worker = AlertEngineWorker(
             consumer,
             publisher,
             TriggerStore(pool, SYMBOL_PARTITIONS),
             change_reader,
             checkpoint_s=settings.alert_engine_checkpoint_ms / 1000,
+            progress=progress,
         )
         consumer.subscribe(topics=[TICKS.name, ALERT_CHANGES.name], listener=worker.listener())
 
         async def assigned() -> CheckResult:
             ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
+            if ok and not worker.co_partitioned:
+                return CheckResult(False, "tick and alert-change partitions differ")
             return CheckResult(ok, f"partitions {sorted(worker.owned)}" if ok else "joining group")
 
         checks = [
             kafka_check(publisher.producer),
+            publishing_check(publisher.outcomes),
             postgres_check(pool),
             Check("partitions", assigned),
+            progress.check(),
         ]
         if serve_ops:
             await stack.enter_async_context(

@@ -38,14 +38,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from tickwatch_common.backoff import Backoff
 from tickwatch_common.events import AlertState, Tick
 from tickwatch_common.kafka import Delivered, Publisher, decode
+from tickwatch_common.log_identity import judge_position, read_log_identities
 from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, TICKS
 
 from tickwatch_alert_engine.engine import Engine, StateRow
@@ -53,6 +55,7 @@ from tickwatch_alert_engine.matching import TriggerState
 from tickwatch_alert_engine.metrics import (
     ALERTS_INDEXED,
     PARTITIONS_OWNED,
+    POSITIONS_VOIDED,
     REBUILD_SECONDS,
     TICK_TO_TRIGGER_SECONDS,
     TRIGGERS_FIRED,
@@ -62,6 +65,14 @@ from tickwatch_alert_engine.store import TriggerStore
 log = structlog.get_logger(__name__)
 
 ReaderFactory = Callable[[], AIOKafkaConsumer]
+REPLAY_BOUND_S = 120.0  # longest read of alerts.changes.v1 to its ends at a rebuild
+
+
+class Progress(Protocol):
+    """Where readiness learns the engine's real position (``tickwatch_common.consumer_progress``):
+    the engine keeps its own positions, so it reports what it recorded, not what it fetched."""
+
+    def handled(self, topic: str, partition: int, next_offset: int) -> None: ...
 
 
 class AlertEngineWorker:
@@ -72,6 +83,7 @@ class AlertEngineWorker:
         store: TriggerStore,
         change_reader: ReaderFactory,
         checkpoint_s: float = 1.0,
+        progress: Progress | None = None,
     ) -> None:
         self.consumer = consumer
         self.publisher = publisher
@@ -80,6 +92,8 @@ class AlertEngineWorker:
         self.engine = Engine()
         self.owned: set[int] = set()
         self.next_offsets: dict[int, int] = {}
+        self.tick_log = ""  # the identity of the tick log next_offsets count in (at the rebuild)
+        self.progress = progress
         self.checkpoint_s = checkpoint_s
         self._dirty: dict[int, set[str]] = {}  # symbols moved since the partition's checkpoint
         self._saved_at: dict[int, float] = {}
@@ -95,6 +109,9 @@ class AlertEngineWorker:
         self._uncommitted: dict[TopicPartition, int] = {}  # see _commit_informational
         self._committed_at = 0.0
         self.task: asyncio.Task[None] | None = None  # the consume loop, once started
+        self.co_partitioned = True  # as of the last rebuild (readiness)
+        self._rebuilds = 0
+        self._metadata_task: asyncio.Task[None] | None = None
 
     def listener(self) -> ConsumerRebalanceListener:
         worker = self
@@ -128,8 +145,15 @@ class AlertEngineWorker:
         started = time.perf_counter()
         owned = {tp.partition for tp in assigned if tp.topic == ALERT_CHANGES.name}
         tick_parts = {tp.partition for tp in assigned if tp.topic == TICKS.name}
-        if owned != tick_parts:
+        self.co_partitioned = owned == tick_parts
+        self._rebuilds += 1
+        if not self.co_partitioned:
+            # Typically a topic just (re)created that the group's metadata did not hold yet:
+            # refresh it until the group sees it and rebalances, or the engine has no alerts
+            # for some of its ticks.
             log.warning("not_co_partitioned", changes=sorted(owned), ticks=sorted(tick_parts))
+            if self._metadata_task is None or self._metadata_task.done():
+                self._metadata_task = asyncio.create_task(self._refresh_until_rebuilt())
         engine = Engine()
         engine.preload(await self.store.load_states(owned))
         for symbol, (price, ts) in (await self.store.load_prices(owned)).items():
@@ -139,15 +163,19 @@ class AlertEngineWorker:
         for symbol, samples in windows.items():  # the windows exist once their alerts do
             engine.index.restore_windows(symbol, samples)
         tick_tps = [TopicPartition(TICKS.name, p) for p in sorted(tick_parts)]
-        ends = await self.consumer.end_offsets(tick_tps) if tick_tps else {}
-        offsets = await self.store.tick_offsets(
-            TICKS.name, {tp.partition: ends[tp] for tp in tick_tps}
-        )
+        offsets, tick_log = await self._tick_positions(tick_tps)
         for tp in tick_tps:
             self.consumer.seek(tp, offsets[tp.partition])
         for tp, end in change_ends.items():
             self.consumer.seek(tp, end)
         self.engine, self.owned, self.next_offsets = engine, owned, offsets
+        self.tick_log = tick_log
+        self._report(
+            {
+                TICKS.name: offsets,
+                ALERT_CHANGES.name: {tp.partition: end for tp, end in change_ends.items()},
+            }
+        )
         settle_heap()
         self._dirty, self._saved_at = {}, {}
         self._round = _Round()
@@ -165,6 +193,61 @@ class AlertEngineWorker:
             seconds=round(time.perf_counter() - started, 3),
         )
         self.assigned.set()
+
+    async def _refresh_until_rebuilt(self, bound_s: float = 300.0) -> None:
+        """Refresh the consumer's metadata with backoff until the next rebuild (the group
+        rebalances once the metadata shows partitions it lacked), for at most ``bound_s``."""
+        rebuilds, deadline = self._rebuilds, time.monotonic() + bound_s
+        backoff = Backoff(initial_s=0.2, cap_s=5.0)
+        while self._rebuilds == rebuilds and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(10):
+                    await self.consumer._client.force_metadata_update()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _tick_positions(self, tps: list[TopicPartition]) -> tuple[dict[int, int], str]:
+        """Where each tick partition starts, judged against the log the broker has now.
+
+        A recorded position is used only on the log it was recorded against and within the
+        partition's bounds (:func:`judge_position`); otherwise it is void, said in one warning
+        and a metric, and the partition starts at its end: ticks are live prices, and replaying
+        a log the engine never saw would fire on prices long gone. First sight also starts at
+        the end. Every start that is not the recorded position is recorded (with the log), so
+        the fencing in ``save_batch`` never compares offsets of two logs."""
+        identity = (await read_log_identities(self.consumer._client, [TICKS.name]))[TICKS.name]
+        current = str(identity)
+        if not tps:
+            return {}, current
+        ends = await self.consumer.end_offsets(tps)
+        starts = await self.consumer.beginning_offsets(tps)
+        stored = await self.store.positions(TICKS.name, [tp.partition for tp in tps])
+        offsets: dict[int, int] = {}
+        resets: dict[int, int] = {}
+        for tp in tps:
+            position = stored.get(tp.partition)
+            verdict = judge_position(position, identity, starts[tp], ends[tp])
+            if verdict.valid and position is not None:
+                offsets[tp.partition] = position.offset
+                if position.log != current:  # recorded before log identities: stamp it
+                    resets[tp.partition] = position.offset
+                continue
+            offsets[tp.partition] = resets[tp.partition] = ends[tp]
+            if position is not None and verdict.reason is not None:
+                POSITIONS_VOIDED.labels(tp.topic, verdict.reason).inc()
+                log.warning(
+                    "position_void",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    stored=position.offset,
+                    stored_log=position.log,
+                    current=ends[tp],
+                    current_log=current,
+                    start=starts[tp],
+                    reason=verdict.reason,
+                )
+        if resets:
+            await self.store.set_positions(TICKS.name, resets, current)
+        return offsets, current
 
     async def _replay_changes(self, engine: Engine, owned: set[int]) -> dict[TopicPartition, int]:
         """Read the owned partitions of alerts.changes.v1 from the beginning to their end.
@@ -187,7 +270,10 @@ class AlertEngineWorker:
             for tp in tps:
                 reader.seek(tp, 0)
             remaining = {tp for tp in tps if ends[tp] > 0}
+            deadline = time.monotonic() + REPLAY_BOUND_S
             while remaining:
+                if time.monotonic() > deadline:  # the rebuild fails and is retried
+                    raise TimeoutError(f"alert changes not read to their ends: {remaining}")
                 batches = await reader.getmany(*remaining, timeout_ms=500, max_records=5000)
                 for tp, records in batches.items():
                     for record in records:
@@ -244,6 +330,7 @@ class AlertEngineWorker:
             ALERTS_INDEXED.set(len(self.engine.index))
             tp = TopicPartition(batch[-1].topic, batch[-1].partition)
             self._round.commits[tp] = batch[-1].offset + 1
+            self._report({tp.topic: {tp.partition: batch[-1].offset + 1}})
             return
         await self._handle_ticks(batch)
 
@@ -252,6 +339,17 @@ class AlertEngineWorker:
         of the round (:meth:`finish_round`), once for every partition of the fetch."""
         partition = batch[0].partition
         start = self.next_offsets.get(partition, 0)
+        if batch[-1].offset < start and await self._log_replaced(partition, start):
+            # Records behind the handled position, on a log that is not the one the position
+            # counts in (or that ends before it): the consumer reset its position (offset out
+            # of range) because the log was replaced or truncated under us. The rebuild judges
+            # the positions against the log as it is now. (Behind on the same log is a batch
+            # fetched before the rebuild's seek: dropped below, as before.)
+            log.warning(
+                "tick_log_went_back", partition=partition, offset=batch[-1].offset, handled=start
+            )
+            await self._rebuild(self._assignment)
+            return
         fresh = [item for item in batch if item.offset >= start]
         if not fresh:
             return
@@ -292,6 +390,7 @@ class AlertEngineWorker:
         round_, self._round = self._round, _Round()
         if self._stale:
             return  # the rebuild replays from the last record; the same triggers go out again
+        await self._advance_past_skipped(round_)
         try:
             if round_.acks:
                 await asyncio.gather(*round_.acks)
@@ -308,6 +407,52 @@ class AlertEngineWorker:
         self._uncommitted.update(round_.commits)
         if time.monotonic() - self._committed_at >= self.checkpoint_s:
             await self._commit_informational()
+
+    async def _log_replaced(self, partition: int, handled: int) -> bool:
+        """Whether the tick log is no longer the one ``handled`` counts in, or ends before it."""
+        try:
+            async with asyncio.timeout(10):
+                identities = await read_log_identities(self.consumer._client, [TICKS.name])
+                if str(identities[TICKS.name]) != self.tick_log:
+                    return True
+                tp = TopicPartition(TICKS.name, partition)
+                end: int = (await self.consumer.end_offsets([tp]))[tp]
+        except Exception:
+            log.warning("log_identity_unknown", topic=TICKS.name, exc_info=True)
+            return False
+        return end < handled
+
+    async def _advance_past_skipped(self, round_: _Round) -> None:
+        """Move each owned tick partition's position past the records the consume loop
+        dead-lettered instead of handing over: a batch of only malformed ticks never reaches
+        :meth:`handle`, and without this its records would be read (and dead-lettered) again
+        after every restart. At the end of a round every record before the consumer's position
+        was either handled or dead-lettered (a failed batch makes the state stale instead)."""
+        for partition in sorted(self.owned):
+            handled = self.next_offsets.get(partition)
+            if handled is None:
+                continue
+            try:
+                async with asyncio.timeout(1.0):
+                    position = await self.consumer.position(TopicPartition(TICKS.name, partition))
+            except Exception:
+                continue  # unassigned meanwhile or no valid position: the rebuild decides
+            if position <= handled:
+                continue
+            self.next_offsets[partition] = position
+            record = round_.records.get(partition)
+            if record is not None:
+                record.next_offset = position
+            elif time.monotonic() - self._saved_at.get(partition, 0.0) >= self.checkpoint_s:
+                round_.records[partition] = self._snapshot(partition, [])
+            else:
+                self._dirty.setdefault(partition, set())  # recorded at the next checkpoint
+
+    def _report(self, positions: dict[str, dict[int, int]]) -> None:
+        if self.progress is not None:
+            for topic, offsets in positions.items():
+                for partition, offset in offsets.items():
+                    self.progress.handled(topic, partition, offset)
 
     async def _commit_informational(self) -> None:
         """Kafka's committed offsets only show lag (Postgres holds the real position), so they
@@ -331,7 +476,9 @@ class AlertEngineWorker:
                 prices[symbol] = last_price
             if samples := index.window_samples(symbol):
                 windows[symbol] = samples
-        return _Record(partition, self.next_offsets[partition], states, prices, windows)
+        return _Record(
+            partition, self.next_offsets[partition], self.tick_log, states, prices, windows
+        )
 
     async def _save(self, record: _Record) -> None:
         """Record a snapshot: always for a batch that fired (with the fired alerts' states),
@@ -346,12 +493,16 @@ class AlertEngineWorker:
             record.partition,
             record.next_offset,
             record.windows,
+            log=record.log,
         )
         self._saved_at[record.partition] = time.monotonic()
+        self._report({TICKS.name: {record.partition: record.next_offset}})
 
     async def flush(self) -> None:
         """Finish the round in hand, then record every partition with unrecorded progress (on
         revocation and shutdown)."""
+        if self._metadata_task is not None:
+            self._metadata_task.cancel()
         async with self._lock:
             await self._finish_round()
             if self._stale:
@@ -370,6 +521,7 @@ class _Record:
 
     partition: int
     next_offset: int
+    log: str  # the identity of the tick log next_offset counts in
     states: list[StateRow]
     prices: dict[str, tuple[Decimal, int]]
     windows: dict[str, list[tuple[int, Decimal]]]

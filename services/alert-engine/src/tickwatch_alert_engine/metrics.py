@@ -17,3 +17,9 @@ TICK_TO_TRIGGER_SECONDS = Histogram(
     "From the tick's ingest time to its triggers acknowledged by the broker",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
+POSITIONS_VOIDED = Counter(
+    "tickwatch_alert_engine_positions_voided_total",
+    "Recorded tick positions found void at a rebuild (another log, past its end, before its"
+    " start); the partition then starts at its end",
+    ["topic", "reason"],
+)

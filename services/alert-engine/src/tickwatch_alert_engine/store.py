@@ -8,6 +8,10 @@ after its last recorded batch. Every write is an upsert that never moves a seque
 backwards (idempotent), and a symbol's price and samples are replaced only by a record at the
 same or a later offset of its partition: a replica that lost the partition without noticing yet
 cannot pair a stale price with the newer owner's position.
+
+Every position, price and sample row also carries the identity of the tick log its offset
+belongs to (``tickwatch_common.log_identity``), and those guards compare offsets only within
+one log: PostgreSQL outlives the broker's log, and a new log's offsets start again at 0.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import asyncpg
 from tickwatch_common.kafka import partition_for
+from tickwatch_common.log_identity import StoredPosition
 
 from tickwatch_alert_engine.engine import StateRow
 from tickwatch_alert_engine.matching import TriggerState
@@ -63,21 +68,26 @@ class TriggerStore:
             if self._owned(r["symbol"], owned)
         }
 
-    async def tick_offsets(self, topic: str, defaults: dict[int, int]) -> dict[int, int]:
-        """The next offset to process per partition; first sight records ``defaults`` (the end)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO tick_offset (topic, partition, next_offset) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING",
-                [(topic, p, o) for p, o in defaults.items()],
-            )
-            rows = await conn.fetch(
-                "SELECT partition, next_offset FROM tick_offset"
-                " WHERE topic = $1 AND partition = ANY($2::int[])",
-                topic,
-                list(defaults),
-            )
-        return {r["partition"]: r["next_offset"] for r in rows}
+    async def positions(self, topic: str, partitions: Iterable[int]) -> dict[int, StoredPosition]:
+        """The recorded next offset of each partition that has one, with the log it belongs to."""
+        rows = await self.pool.fetch(
+            "SELECT partition, next_offset, log FROM tick_offset"
+            " WHERE topic = $1 AND partition = ANY($2::int[])",
+            topic,
+            list(partitions),
+        )
+        return {r["partition"]: StoredPosition(r["next_offset"], r["log"]) for r in rows}
+
+    async def set_positions(self, topic: str, offsets: dict[int, int], log: str) -> None:
+        """Record where partitions start on ``log``, replacing what was there: first sight, a
+        void position (another log, or out of the log's bounds), or a row from before log
+        identities were kept. Only the partitions' owner calls it, during its rebuild."""
+        await self.pool.executemany(
+            "INSERT INTO tick_offset (topic, partition, next_offset, log) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset,"
+            " log = excluded.log, updated_at = now()",
+            [(topic, p, o, log) for p, o in offsets.items()],
+        )
 
     async def save_batch(
         self,
@@ -87,8 +97,15 @@ class TriggerStore:
         partition: int,
         next_offset: int,
         windows: dict[str, list[tuple[int, Decimal]]] | None = None,
+        *,
+        log: str,
     ) -> None:
-        """One statement (so one transaction and one round trip) for the whole record."""
+        """One statement (so one transaction and one round trip) for the whole record.
+
+        ``log`` is the identity of the tick log the offset belongs to. The offset guards (a
+        price, samples or position never replaced by an older record) hold between records of
+        the same log only: a record of another log replaces the row, since its offsets count
+        from another beginning and would otherwise be refused for ever."""
         rows = list(states)
         windows = windows or {}
         await self.pool.execute(
@@ -101,22 +118,28 @@ class TriggerStore:
                     armed = excluded.armed, updated_at = now()
                 WHERE trigger_state.sequence <= excluded.sequence
             ), prices AS (
-                INSERT INTO symbol_price (symbol, price, ts_ms, next_offset)
-                SELECT *, $11::bigint FROM unnest($6::text[], $7::numeric[], $8::bigint[])
+                INSERT INTO symbol_price (symbol, price, ts_ms, next_offset, log)
+                SELECT *, $11::bigint, $14::text
+                FROM unnest($6::text[], $7::numeric[], $8::bigint[])
                 ON CONFLICT (symbol) DO UPDATE SET price = excluded.price,
-                    ts_ms = excluded.ts_ms, next_offset = excluded.next_offset, updated_at = now()
-                WHERE symbol_price.next_offset <= excluded.next_offset
+                    ts_ms = excluded.ts_ms, next_offset = excluded.next_offset,
+                    log = excluded.log, updated_at = now()
+                WHERE symbol_price.log IS DISTINCT FROM excluded.log
+                    OR symbol_price.next_offset <= excluded.next_offset
             ), windows AS (
-                INSERT INTO window_samples (symbol, samples, next_offset)
-                SELECT *, $11::bigint FROM unnest($12::text[], $13::jsonb[])
+                INSERT INTO window_samples (symbol, samples, next_offset, log)
+                SELECT *, $11::bigint, $14::text FROM unnest($12::text[], $13::jsonb[])
                 ON CONFLICT (symbol) DO UPDATE SET samples = excluded.samples,
-                    next_offset = excluded.next_offset, updated_at = now()
-                WHERE window_samples.next_offset <= excluded.next_offset
+                    next_offset = excluded.next_offset, log = excluded.log, updated_at = now()
+                WHERE window_samples.log IS DISTINCT FROM excluded.log
+                    OR window_samples.next_offset <= excluded.next_offset
             )
-            INSERT INTO tick_offset (topic, partition, next_offset) VALUES ($9, $10, $11)
+            INSERT INTO tick_offset (topic, partition, next_offset, log) VALUES ($9, $10, $11, $14)
             ON CONFLICT (topic, partition) DO UPDATE SET
-                next_offset = GREATEST(tick_offset.next_offset, excluded.next_offset),
-                updated_at = now()
+                next_offset = CASE WHEN tick_offset.log IS DISTINCT FROM excluded.log
+                    THEN excluded.next_offset
+                    ELSE GREATEST(tick_offset.next_offset, excluded.next_offset) END,
+                log = excluded.log, updated_at = now()
             """,
             [r.alert_id for r in rows],
             [r.symbol for r in rows],
@@ -131,4 +154,5 @@ class TriggerStore:
             next_offset,
             list(windows),
             [json.dumps([[sec, str(price)] for sec, price in w]) for w in windows.values()],
+            log,
         )
