@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +38,10 @@ class Up:
 def running_up(
     tmp_path: Path, *args: str, own_postgres: bool = False, env: dict[str, str] | None = None
 ) -> Iterator[Up]:
-    data = tmp_path / "data"
+    # Not under tmp_path: pytest makes /tmp/pytest-of-<user> 0700 again whenever a session
+    # starts, and the postgres user must reach the data folder (an initdb broke half-way).
+    scratch = Path(tempfile.mkdtemp(prefix="tickwatch-up-"))
+    data = scratch / "data"
     port = free_port()
     env = {**os.environ, **(env or {}), "PORTFOLIO_PORT": str(port)}
     if own_postgres:  # a test that freezes PostgreSQL must not freeze a shared one
@@ -57,6 +62,7 @@ def running_up(
             run.proc.kill()
             run.proc.wait(10)
         down(tmp_path, data)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def down(repo: Path, data: Path) -> str:
