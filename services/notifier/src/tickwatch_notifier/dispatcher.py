@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+import asyncpg
 import structlog
+from tickwatch_common.backoff import Backoff
 from tickwatch_common.events import (
     NotificationDeadLetter,
     NotificationStatus,
@@ -175,19 +177,45 @@ class Dispatcher:
         )
         delay = 0.0
         if outcome.result == "sent":
-            await self.log.finish(trigger.event_id, name, "sent", outcome.detail)
+            await self._durably(
+                lambda: self.log.finish(trigger.event_id, name, "sent", outcome.detail)
+            )
             status = "sent"
         elif outcome.result == "transient" and attempts < self.limits.max_attempts:
             delay = retry_delay(attempts, self.limits.retry_base_s, self.limits.retry_cap_s)
-            await self.log.retry_later(trigger.event_id, name, delay, outcome.detail)
+            await self._durably(
+                lambda: self.log.retry_later(trigger.event_id, name, delay, outcome.detail)
+            )
             status = "retrying"
             log.info("delivery_retrying", retry_in_s=round(delay, 3), **key)
         else:
-            await self.log.finish(trigger.event_id, name, "failed", outcome.detail)
+            await self._durably(
+                lambda: self.log.finish(trigger.event_id, name, "failed", outcome.detail)
+            )
             status = "failed"
             log.warning("delivery_failed", **key)
         DELIVERIES.labels(name, status).inc()
         return status, delay
+
+    async def _durably(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Record an outcome, retrying through a database outage (a PostgreSQL restart) for up
+        to half the lease: an accepted send whose outcome is lost is sent again once its lease
+        ends, so giving up early would turn a restart of the database into duplicates. Past
+        that bound the claim may be someone else's, so the error goes up (``delivery_error``)."""
+        backoff = Backoff(initial_s=0.1, cap_s=2.0)
+        deadline = asyncio.get_running_loop().time() + self.limits.lease_s / 2
+        while True:
+            try:
+                await write()
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                delay = backoff.next_delay()
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning(
+                    "outcome_write_retry", error=repr(exc)[:300], retry_in_s=round(delay, 2)
+                )
+                await asyncio.sleep(delay)
 
     async def _announce(
         self, trigger: Trigger, name: str, attempts: int, detail: str, status: str, delay: float
