@@ -3,40 +3,39 @@
 1. In process, the matching core with 1,000,000 active alerts over 1,000 symbols (a mix of every
    condition): microseconds per tick when nothing fires, and the cost of each fire (the core's
    ``Fire`` alone, and the engine's full ``Trigger`` event).
-2. Through a real broker: the alert engine as its own process, ticks published at 5,000 per
-   second, and the time from publishing a tick to receiving its trigger on alerts.triggered.v1
-   (p50 / p99); then with the notifier too, the time from publishing a tick to the mail catcher
-   accepting its email. Measured through each of ``--brokers`` in turn: Tansu (the development
-   broker) and Apache Kafka (deploy/apache-kafka, started here unless already up). They differ
-   in one way that shows: Apache Kafka answers a waiting fetch as soon as a record arrives,
-   while Tansu answers it late (bench/broker_fetch_wakeup.py measures both), so every consumer
-   hop through Tansu can add up to its ``fetch_max_wait_ms``. Other servers come from ``start_stack`` (or the URLs in the
-   environment).
+2. Through Apache Kafka (the embedded broker ``start_stack`` starts, or the one named by
+   ``KAFKA_BOOTSTRAP_SERVERS``; other servers likewise): the alert engine as its own process with
+   its default settings, ticks published at 5,000 per second, and the time from publishing a tick
+   to receiving its trigger on alerts.triggered.v1 (p50 / p99); then with the notifier too, the
+   time from publishing a tick to the mail catcher accepting its email.
+3. The same engine at a low rate on few markets (``--low-rate`` ticks per second over 5 symbols,
+   runs of ticks on one symbol), where aiokafka's prefetch shows: while a partition's records are
+   still buffered, aiokafka leaves that partition out of the fetch it sends next, so a tick that
+   arrives on it soon after waits for that fetch to come back: until a record arrives on another
+   partition, or ``fetch_max_wait_ms`` at most. At 5,000 ticks/s every fetch comes back at once;
+   here the engine's fetch wait is what bounds the latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+from bench_idle import TICKS_PER_S, read_sample
 from tickwatch_alert_engine.engine import Engine
 from tickwatch_alert_engine.matching import AlertIndex, Rule
 from tickwatch_common.events import AlertState, Tick
+from tickwatch_devstack.infra import Stack
 
 CONDITIONS = ("above", "below", "crosses_up", "crosses_down", "pct_change")
 
@@ -173,18 +172,28 @@ def bench_matching(n_alerts: int, n_symbols: int, n_ticks: int) -> None:
 # ---------------------------------------------------------------- 2. through the broker
 
 
+def broker_cpu_s(stack: Stack) -> float:
+    """CPU seconds the embedded broker has used so far (0 for a broker named by the environment)."""
+    for server in stack.servers:
+        if server.name == "kafka":
+            sample = read_sample(server.proc.pid)
+            return sample.cpu_ticks / TICKS_PER_S if sample else 0.0
+    return 0.0
+
+
 async def bench_latency(
     rate: int,
     seconds: float,
     n_symbols: int,
     data_dir: Path,
     *,
-    broker: str,
     environ: dict[str, str],
     warmup_s: float,
+    low_rate: int,
 ) -> None:
-    """Phase 1: engine only (tick -> trigger). Phase 2: engine + notifier + the mail catcher
-    (tick -> email accepted by SMTP), on other symbols whose crossing alerts have an email.
+    """Phase 1: engine only (tick -> trigger). Phase 2: the engine at ``low_rate`` ticks/s on
+    5 symbols, in runs on one symbol. Phase 3: engine + notifier + the mail catcher (tick ->
+    email accepted by SMTP), on other symbols whose crossing alerts have an email.
     Each phase streams ``warmup_s`` unmeasured first (JIT, connection pools, caches)."""
     import email
     import email.policy
@@ -206,13 +215,15 @@ async def bench_latency(
         run = uuid.uuid4().hex[:6].upper()
         symbols = [f"L{run}{i:03d}-USDT" for i in range(n_symbols)]
         mail_symbols = [f"M{run}{i:03d}-USDT" for i in range(20)] if stack.mail_dir else []
+        low_symbols = [f"R{run}{i:03d}-USDT" for i in range(5)]
         sent_at: dict[tuple[str, int], tuple[float, int]] = {}  # (perf_counter, time_ns)
         latencies: list[float] = []
         email_sent_ns: dict[str, int] = {}  # event_id -> when its tick was published
 
-        # The measuring reader waits up to 5 ms per fetch (Tansu does not answer a waiting
-        # fetch when a record arrives), so the figures include up to 5 ms of its own; polling every 1 ms
-        # instead loaded the broker enough to double the p99 it was measuring.
+        # The measuring reader waits up to 5 ms per fetch: a trigger that lands on the partition
+        # it has just read waits for its fetch in flight (aiokafka's prefetch, see the docstring),
+        # so the figures include up to 5 ms of its own; polling every 1 ms instead loaded the
+        # broker enough to double the p99 it was measuring.
         reader = AIOKafkaConsumer(
             bootstrap_servers=stack.kafka_bootstrap_servers, group_id=None, fetch_max_wait_ms=5
         )
@@ -252,7 +263,7 @@ async def bench_latency(
             ts = int(time.time() * 1000)
             # Per symbol: one recurring crossing at 100 (fires on every probe tick) and 99
             # alerts that never fire, so the index is not trivially small.
-            for symbol in symbols + mail_symbols:
+            for symbol in symbols + low_symbols + mail_symbols:
                 for j in range(100):
                     alert_id = f"{symbol}-{j}"
                     state = AlertState(
@@ -311,6 +322,36 @@ async def bench_latency(
                 await asyncio.gather(*acks)
                 return count, count / (time.perf_counter() - started)
 
+            async def stream_runs(names: list[str], seconds: float, length: int) -> int:
+                """Ticks at ``low_rate``, ``length`` in a row on one symbol before the next,
+                alternating 95 and 101 so that every second tick of a run crosses 100 upwards
+                (a probe) shortly after a tick on the same partition."""
+                nonlocal ts
+                interval = 1 / low_rate
+                acks = []
+                started = time.perf_counter()
+                for n in range(int(seconds * low_rate)):
+                    delay = started + n * interval - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    ts += 1
+                    symbol = names[(n // length) % len(names)]
+                    probe = n % 2 == 1
+                    tick = Tick(
+                        symbol=symbol,
+                        base=symbol.split("-")[0],
+                        quote="USDT",
+                        source="replay",
+                        price=Decimal("101") if probe else Decimal("95"),
+                        ts_event=ts,
+                        ts_ingest=int(time.time() * 1000),
+                    )
+                    if probe:
+                        sent_at[(symbol, ts)] = (time.perf_counter(), time.time_ns())
+                    acks.append(await publisher.send(TICKS, tick, key=symbol))
+                await asyncio.gather(*acks)
+                return int(seconds * low_rate)
+
             async def settle() -> None:
                 """Until every probe so far has its trigger (or 30 s)."""
                 deadline = time.monotonic() + 30
@@ -334,7 +375,9 @@ async def bench_latency(
                 await settle()
                 sent_at.clear()
                 latencies.clear()
+                broker_before = broker_cpu_s(stack)
                 count, achieved = await stream(symbols, seconds, 50)  # 100 triggers/s
+                broker_used = broker_cpu_s(stack) - broker_before
                 expected = len(sent_at) + len(latencies)
                 await settle()
                 if os.environ.get("BENCH_ENGINE_METRICS"):  # the engine's own view, for diagnosis
@@ -350,13 +393,35 @@ async def bench_latency(
                 if latencies:
                     ms = [v * 1000 for v in latencies]
                     print(
-                        f"latency ({broker}): {count:,} ticks at {achieved:,.0f}/s over {n_symbols} symbols "
+                        f"latency: {count:,} ticks at {achieved:,.0f}/s over {n_symbols} symbols "
                         f"({n_symbols * 100:,} alerts), {len(ms):,}/{expected:,} triggers: tick -> "
                         f"alerts.triggered.v1 p50 {statistics.median(ms):.1f} ms, "
                         f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms"
                     )
                 else:
-                    print(f"latency ({broker}): no triggers received")
+                    print("latency: no triggers received")
+                if broker_used > 0:
+                    print(
+                        f"broker:   {broker_used / count * 1e6:.0f} us of the JVM's CPU per tick "
+                        f"({broker_used / seconds * 100:.0f} % of a core at {achieved:,.0f}/s)"
+                    )
+                await stream_runs(low_symbols, warmup_s, 4)
+                await settle()
+                sent_at.clear()
+                latencies.clear()
+                count = await stream_runs(low_symbols, seconds * 2, 4)
+                expected = len(sent_at) + len(latencies)
+                await settle()
+                if latencies:
+                    ms = [v * 1000 for v in latencies]
+                    print(
+                        f"latency at a low rate: {count:,} ticks at {low_rate}/s over "
+                        f"{len(low_symbols)} symbols in runs of 4, {len(ms):,}/{expected:,} "
+                        f"triggers: tick -> alerts.triggered.v1 p50 {statistics.median(ms):.1f} ms, "
+                        f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms"
+                    )
+                else:
+                    print("latency at a low rate: no triggers received")
                 if mail_symbols and stack.mail_dir:
                     notifier_port = free_port()
                     with service_process(
@@ -396,13 +461,13 @@ async def bench_latency(
                             email_ms.append((accepted_ns - email_sent_ns[event_id]) / 1e6)
                     if email_ms:
                         print(
-                            f"email ({broker}): {count:,} ticks at {achieved:,.0f}/s over "
+                            f"email: {count:,} ticks at {achieved:,.0f}/s over "
                             f"{len(mail_symbols)} symbols, {len(email_ms):,}/{expected:,} emails: "
                             f"tick -> email accepted by SMTP p50 {statistics.median(email_ms):.1f}"
                             f" ms, p99 {percentile(email_ms, 99):.1f} ms, max {max(email_ms):.1f} ms"
                         )
                     else:
-                        print(f"email ({broker}): no emails received")
+                        print("email: no emails received")
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
         await reader.stop()
@@ -413,77 +478,38 @@ async def bench_latency(
                 shutil.copy(data_dir / name, Path(tempfile.gettempdir()) / f"bench-alerts-{name}")
 
 
-REPO = Path(__file__).resolve().parent.parent
-APACHE_KAFKA_PORT = int(os.environ.get("APACHE_KAFKA_PORT", "29092"))
-
-
-@contextlib.contextmanager
-def apache_kafka() -> Iterator[str | None]:
-    """Apache Kafka from deploy/apache-kafka (what `make kafka-up` runs): the one already up,
-    else one started here and stopped after. None, with the reason printed, when it cannot run."""
-    script = REPO / "deploy" / "apache-kafka" / "kafka.sh"
-    with socket.socket() as probe:
-        already = probe.connect_ex(("127.0.0.1", APACHE_KAFKA_PORT)) == 0
-    if not already:
-        started = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True)
-        if started.returncode != 0:
-            print(f"apache-kafka: could not start, not measured: {started.stderr.strip()[-300:]}")
-            yield None
-            return
-    try:
-        yield f"localhost:{APACHE_KAFKA_PORT}"
-    finally:
-        if not already:
-            subprocess.run(["bash", str(script), "down"], capture_output=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100k alerts, 3 s of broker traffic")
     parser.add_argument("--skip-broker", action="store_true")
+    parser.add_argument("--skip-matching", action="store_true", help="only the broker phases")
     parser.add_argument(
-        "--brokers",
-        default="tansu,apache-kafka",
-        help="which brokers to measure through, in turn (KAFKA_BOOTSTRAP_SERVERS, when set, "
-        "replaces them with that one)",
+        "--low-rate", type=int, default=20, help="ticks per second of phase 3 (default 20)"
     )
     args = parser.parse_args()
     n_alerts = 100_000 if args.quick else 1_000_000
-    bench_matching(n_alerts, 1_000, 200_000)
+    if not args.skip_matching:
+        bench_matching(n_alerts, 1_000, 200_000)
     if args.skip_broker:
         return
     gc.collect()  # the million alerts above are garbage now; do not let them pause the clock
     seconds, warmup_s = (3, 1) if args.quick else (15, 3)
 
-    def measure(broker: str, environ: dict[str, str]) -> None:
-        data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-bench-alerts-"))
-        try:
-            asyncio.run(
-                bench_latency(
-                    5_000, seconds, 100, data_dir, broker=broker, environ=environ, warmup_s=warmup_s
-                )
+    data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-bench-alerts-"))
+    try:
+        asyncio.run(
+            bench_latency(
+                5_000,
+                seconds,
+                100,
+                data_dir,
+                environ=dict(os.environ),
+                warmup_s=warmup_s,
+                low_rate=args.low_rate,
             )
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        sys.stdout.flush()
-
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        measure(os.environ["KAFKA_BOOTSTRAP_SERVERS"], dict(os.environ))
-        return
-    for broker in args.brokers.split(","):
-        if broker == "tansu":
-            measure("tansu", dict(os.environ))
-        elif broker == "apache-kafka":
-            with apache_kafka() as bootstrap:
-                if bootstrap is not None:
-                    environ = {
-                        **os.environ,
-                        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                        "KAFKA_ENABLE_IDEMPOTENCE": "true",  # as `make test-apache-kafka` runs
-                    }
-                    measure("apache-kafka", environ)
-        else:
-            parser.error(f"unknown broker {broker!r}: tansu or apache-kafka")
+        )
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
