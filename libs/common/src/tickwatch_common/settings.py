@@ -34,8 +34,10 @@ class KafkaSettings(BaseServiceSettings):
     kafka_heartbeat_interval_ms: int = 1000
     kafka_request_timeout_ms: int = 15000
     kafka_fetch_max_wait_ms: int = Field(
-        default=20,
-        description="How long a fetch waits for data; low keeps tick-to-consumer latency in ms.",
+        default=500,
+        description="How long the broker may hold a fetch with no data. Apache Kafka answers a"
+        " waiting fetch as soon as data arrives, so this costs no latency; it sets how often an"
+        " idle consumer asks (bench/bench_idle.py).",
     )
     consumer_stall_s: float = Field(
         default=30.0,

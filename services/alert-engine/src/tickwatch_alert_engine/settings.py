@@ -11,9 +11,9 @@ class Settings(KafkaSettings, PostgresSettings):
     alert_engine_group: str = "alert-engine"
     alert_engine_max_batch: int = 500
     alert_engine_fetch_max_wait_ms: int = Field(
-        default=10,
-        description="Longest time the broker may hold a fetch with no data; Tansu does not"
-        " answer a waiting fetch when data arrives, so this bounds tick-to-trigger latency there",
+        default=500,
+        description="Longest time the broker may hold a fetch with no data; Apache Kafka answers"
+        " a waiting fetch as soon as a tick arrives, so this sets the idle fetch rate, not latency",
     )
     alert_engine_checkpoint_ms: int = Field(
         default=1000,

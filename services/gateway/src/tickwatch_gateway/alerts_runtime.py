@@ -79,9 +79,10 @@ async def alerts_resources(app: web.Application) -> AsyncIterator[None]:
         await stop_tasks(tasks, settings.shutdown_timeout_s)
 
 
-# The history is read by people, after the push channel has told them: 100 ms is no delay to
-# them, and five idle fetches a second instead of fifty is CPU left to the requests.
-HISTORY_FETCH_WAIT_MS = 100
+# The history is read by people, after the push channel has told them; Apache Kafka answers a
+# waiting fetch as soon as a record arrives, so a long wait delays nothing and an idle fetch
+# every half second instead of ten a second is CPU left to the requests (bench/bench_idle.py).
+HISTORY_FETCH_WAIT_MS = 500
 
 
 async def record_alert_events(

@@ -15,9 +15,9 @@ class Settings(KafkaSettings, PostgresSettings):
         default="earliest", description="Where a new consumer group starts on alerts.triggered.v1"
     )
     notifier_fetch_max_wait_ms: int = Field(
-        default=10,
-        description="Longest time the broker may hold a fetch with no data (Tansu does not"
-        " answer a waiting fetch when data arrives, so this bounds latency there)",
+        default=500,
+        description="Longest time the broker may hold a fetch with no data (Apache Kafka answers"
+        " a waiting fetch as soon as a trigger arrives: this sets the idle fetch rate)",
     )
 
     smtp_host: str = "127.0.0.1"
