@@ -510,7 +510,8 @@ async def consume(
     backoff, as a failed batch is.
 
     ``progress`` is told each partition's next offset once its batch (and its round) is handled,
-    malformed-only batches included.
+    malformed-only batches included. With ``commit=False`` (a handler that commits for itself)
+    a batch of malformed records only, which the handler never sees, is still committed here.
 
     ``dlq=None`` only counts and logs malformed records: for a group-less consumer, which every
     replica runs, so that one record is not dead-lettered once per replica (the consumer
@@ -518,13 +519,14 @@ async def consume(
     once across restarts and replays (:class:`~tickwatch_common.dead_letters.DeadLetters`)."""
     backoff = Backoff(initial_s=0.2, cap_s=10.0)
     known = _dead_letters_of(dlq) if dlq is not None else None
+    grouped = getattr(consumer, "_group_id", None) is not None  # aiokafka keeps no public one
     try:
         while stop is None or not stop.is_set():
             raise_if_cancelling()
             batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
             if not batches:
                 continue
-            handled = await _handle_round(batches, handle_batch, dlq, known)
+            handled, unseen = await _handle_round(batches, handle_batch, dlq, known)
             failed = len(handled) < len(batches)
             if after_round is not None and handled:
                 try:
@@ -537,6 +539,10 @@ async def consume(
             await _rewind(consumer, {tp: rs for tp, rs in batches.items() if tp not in handled})
             if commit and handled:
                 await _commit(consumer, handled)
+            elif grouped and (only_malformed := {t: handled[t] for t in unseen if t in handled}):
+                # A handler that commits for itself never sees a batch that held only
+                # malformed records: commit it here, or a restart reads the poison again.
+                await _commit(consumer, only_malformed)
             if progress is not None:
                 for tp, next_offset in handled.items():
                     progress.handled(tp.topic, tp.partition, next_offset)
@@ -564,9 +570,11 @@ async def _handle_round(
     handle_batch: BatchHandler,
     dlq: Publisher | None,
     known: DeadLetters | None,
-) -> dict[TopicPartition, int]:
-    """Each partition's batch in turn, until one fails; the next offset of each handled one."""
+) -> tuple[dict[TopicPartition, int], set[TopicPartition]]:
+    """Each partition's batch in turn, until one fails: the next offset of each handled one,
+    and the partitions whose batch held nothing valid (the handler never saw them)."""
     handled: dict[TopicPartition, int] = {}
+    unseen: set[TopicPartition] = set()
     for tp, records in batches.items():
         started = time.perf_counter()
         try:
@@ -584,8 +592,10 @@ async def _handle_round(
         if good:
             HANDLE_SECONDS.labels(tp.topic).observe(time.perf_counter() - started)
             MESSAGES_CONSUMED.labels(tp.topic).inc(len(good))
+        else:
+            unseen.add(tp)
         handled[tp] = records[-1].offset + 1
-    return handled
+    return handled, unseen
 
 
 async def _decoded(
