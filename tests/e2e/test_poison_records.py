@@ -1,0 +1,266 @@
+"""Poison never kills (issue 9): a malformed record as large as the broker accepts (just under
+Apache Kafka's default ``message.max.bytes`` of 1,048,588) on every topic a consumer group
+reads. The gateway, the alert engine and the notifier run as processes: each such record is
+dead-lettered exactly once (as a bounded reference: a copy with its headers would not fit a
+producer request), every service stays up and ready, and after a restart of all three the
+count is still one each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from tickwatch_common.events import Trigger
+from tickwatch_common.kafka import partition_for
+from tickwatch_common.topics import (
+    ALERT_CHANGES,
+    ALERTS_TRIGGERED,
+    CANDLES,
+    NOTIFICATIONS_STATUS,
+    TICKS,
+)
+from tickwatch_devstack.infra import Stack, free_port
+from tickwatch_devstack.services import service_process
+from tickwatch_devstack.testing import wait_until
+
+pytestmark = pytest.mark.e2e
+
+POISONED = (TICKS, CANDLES, ALERT_CHANGES, ALERTS_TRIGGERED, NOTIFICATIONS_STATUS)
+SERVICES = ("gateway", "alert-engine", "notifier")
+POISON_BYTES = 1_048_400
+
+
+def ready_status(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=3) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+async def dead_letter_sources(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """How many DLQ entries name each source (``topic/partition/offset``)."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        tps = [TopicPartition(f"{topic}.dlq", 0) for topic in topics]
+        reader.assign(tps)
+        ends = await reader.end_offsets(tps)
+        for tp in tps:
+            reader.seek(tp, 0)
+        counts: dict[str, int] = {}
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await reader.getmany(*remaining, timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    headers = dict(record.headers or ())
+                    source = headers.get("dlq_source", b"").decode()
+                    counts[source] = counts.get(source, 0) + 1
+            for tp in list(remaining):
+                if await reader.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return counts
+    finally:
+        await reader.stop()
+
+
+async def test_a_record_as_large_as_the_broker_takes_is_dead_lettered_once_on_every_topic(
+    stack: Stack, fresh_database: str, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    bootstrap = stack.kafka_bootstrap_servers
+    env = {
+        **os.environ,
+        **stack.env(),
+        "DATABASE_URL": fresh_database,
+        "JWT_SECRET": "e2e-secret-that-is-long-enough-0123456789",
+        "REDIS_PREFIX": f"poison-{suffix}:",
+        "GATEWAY_HOST": "127.0.0.1",
+        # Groups of this test alone, reading from the beginning of what is published next.
+        "ALERT_ENGINE_GROUP": f"alert-engine-{suffix}",
+        "NOTIFIER_GROUP": f"notifier-{suffix}",
+        "NOTIFIER_OFFSET_RESET": "latest",  # not every trigger of the session's earlier tests
+        "CANDLE_CONSUMER_GROUP": f"candles-{suffix}",
+        "ALERTS_CONSUMER_GROUP": f"alerts-{suffix}",
+        "KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+    }
+    ports = {service: free_port() for service in SERVICES}
+    topics = [t.name for t in POISONED]
+    sources: list[str] = []
+
+    async def one_each() -> bool:
+        counts = await dead_letter_sources(bootstrap, topics)
+        return all(counts.get(source, 0) >= 1 for source in sources)
+
+    for run in (1, 2):  # the second run is the restart: nothing is dead-lettered again
+        with contextlib.ExitStack() as services:
+            for service in SERVICES:
+                services.enter_context(
+                    service_process(
+                        service,
+                        env,
+                        ports[service],
+                        log_path=tmp_path / f"{service}-{run}.log",
+                        timeout_s=120,
+                    )
+                )
+            if run == 1:  # the new groups read from the end of each topic: position them first
+                await wait_until_async(
+                    lambda: notifier_positioned(bootstrap, suffix),
+                    90,
+                    what="the notifier's group positioned on the poison's partition",
+                )
+                sources.extend(await publish_poison(bootstrap, suffix))
+                await wait_until_async(one_each, 120, what="a DLQ entry for every poison")
+            # Every consumer has moved past its poison: each /ready (consumer progress
+            # included) answers 200, and every consumer group reports no lag.
+            await wait_until(
+                lambda: all(ready_status(p) == 200 for p in ports.values()),
+                60,
+                what=f"every /ready 200 after the poison (run {run})",
+            )
+            await wait_until_async(
+                lambda: all_past_their_poison(bootstrap, fresh_database, suffix, sources),
+                90,
+                what=f"every consumer's position past its poison (run {run})",
+            )
+        counts = await dead_letter_sources(bootstrap, topics)
+        assert {source: counts.get(source, 0) for source in sources} == dict.fromkeys(sources, 1), (
+            f"run {run}"
+        )
+
+
+async def notifier_positioned(bootstrap: str, suffix: str) -> bool:
+    """A trigger with no channel on the poison's partition of alerts.triggered.v1, and whether
+    the notifier's new group (offset reset ``latest``) has committed past it: from then on it
+    reads every record published there, the poison included."""
+    key = f"poison-{suffix}"
+    partition = partition_for(key, ALERTS_TRIGGERED.partitions)
+    now = int(time.time() * 1000)
+    probe = Trigger(
+        event_id=f"probe-{suffix}-{now}",
+        alert_id=f"probe-{suffix}",
+        user_id=f"u-{suffix}",
+        sequence=1,
+        symbol="BTC-USDT",
+        condition="above",
+        threshold="1",  # type: ignore[arg-type]
+        price="2",  # type: ignore[arg-type]
+        ts_event=now,
+        triggered_at=now,
+        channels=[],
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(
+            ALERTS_TRIGGERED.name, probe.to_bytes(), key=key.encode(), partition=partition
+        )
+    finally:
+        await producer.stop()
+    tp = TopicPartition(ALERTS_TRIGGERED.name, partition)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            committed = await admin.list_consumer_group_offsets(
+                f"notifier-{suffix}", partitions=[tp]
+            )
+            if (found := committed.get(tp)) is not None and found.offset > meta.offset:
+                return True
+            await asyncio.sleep(0.2)
+        return False
+    finally:
+        await admin.close()
+
+
+async def publish_poison(bootstrap: str, suffix: str) -> list[str]:
+    """One malformed record of ``POISON_BYTES`` on each topic; their ``topic/partition/offset``."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024, linger_ms=0
+    )
+    await producer.start()
+    try:
+        sources = []
+        for topic in POISONED:
+            value = b"{" + b"x" * (POISON_BYTES - 2) + b"}"  # not JSON: malformed
+            key = f"poison-{suffix}"
+            meta = await producer.send_and_wait(
+                topic.name, value, key=key.encode(), partition=partition_for(key, topic.partitions)
+            )
+            sources.append(f"{topic.name}/{meta.partition}/{meta.offset}")
+        return sources
+    finally:
+        await producer.stop()
+
+
+# The consumer groups of this test that keep their positions in Kafka, and the poisoned topics
+# each reads. The alert engine keeps its tick positions in PostgreSQL (checked there) and reads
+# alerts.changes.v1 from its beginning at every rebuild (its commits there only show lag).
+WAITING_FOR: list[str] = []  # what the last look found short, for the timeout's message
+GROUPS = {
+    "notifier": (ALERTS_TRIGGERED,),
+    "candles": (CANDLES,),
+    "alerts": (ALERTS_TRIGGERED, NOTIFICATIONS_STATUS),
+}
+
+
+async def all_past_their_poison(
+    bootstrap: str, database_url: str, suffix: str, sources: list[str]
+) -> bool:
+    """Whether every group has committed past the poison of each topic it reads, and the alert
+    engine has recorded its tick position past the tick poison."""
+    poison = {topic: (int(p), int(o)) for topic, p, o in (s.split("/") for s in sources)}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for group, topics in GROUPS.items():
+            committed = await admin.list_consumer_group_offsets(
+                f"{group}-{suffix}",
+                partitions=[TopicPartition(t.name, poison[t.name][0]) for t in topics],
+            )
+            for topic in topics:
+                partition, offset = poison[topic.name]
+                meta = committed.get(TopicPartition(topic.name, partition))
+                if meta is None or meta.offset <= offset:
+                    WAITING_FOR[:] = [f"{group} on {topic.name}[{partition}]: {meta} <= {offset}"]
+                    return False
+    finally:
+        await admin.close()
+    partition, offset = poison[TICKS.name]
+    conn = await asyncpg.connect(database_url)
+    try:
+        recorded = await conn.fetchval(
+            "SELECT next_offset FROM alert_engine.tick_offset WHERE topic = $1 AND partition = $2",
+            TICKS.name,
+            partition,
+        )
+    finally:
+        await conn.close()
+    WAITING_FOR[:] = [f"alert-engine on {TICKS.name}[{partition}]: {recorded} <= {offset}"]
+    return recorded is not None and recorded > offset
+
+
+async def wait_until_async(probe, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}: {WAITING_FOR}")
+        await asyncio.sleep(0.5)
