@@ -194,7 +194,9 @@ def start_kafka(data_dir: Path, port: int, controller_port: int | None = None) -
     log_offset = log_path.stat().st_size if log_path.exists() else 0
     started = time.monotonic()
     if not (log_dir / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # StorageTool would take a leading "-" for an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             _java(
                 lib,
