@@ -244,7 +244,7 @@ def report(state: str, rows: list[Row], window_s: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--window", type=float, default=60, help="seconds measured (default 60)")
-    parser.add_argument("--settle", type=float, default=10, help="seconds after ready (default 10)")
+    parser.add_argument("--settle", type=float, default=30, help="seconds after ready (default 30)")
     parser.add_argument("--states", default="idle,replay", help="idle, replay or both")
     args = parser.parse_args()
     for state in args.states.split(","):

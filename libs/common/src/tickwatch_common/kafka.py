@@ -306,6 +306,9 @@ async def kafka_consumer(
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
         "request_timeout_ms": max(settings.kafka_request_timeout_ms, 40000),
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        # How often aiokafka's fetcher wakes when nothing happens (its default 200 ms: five
+        # wake-ups a second per idle consumer); data, consumption and a rebalance wake it at once.
+        "consumer_timeout_ms": 1000,
     }
     options.update(overrides)
     consumer = AIOKafkaConsumer(*[t.name for t in topics], **options)
