@@ -11,7 +11,7 @@ class Settings(KafkaSettings, PostgresSettings):
     alert_engine_group: str = "alert-engine"
     alert_engine_max_batch: int = 500
     alert_engine_fetch_max_wait_ms: int = Field(
-        default=500,
+        default=2000,
         description="Longest time the broker may hold a fetch with no data; Apache Kafka answers"
         " a waiting fetch as soon as a tick arrives, so this sets the idle fetch rate, not latency",
     )

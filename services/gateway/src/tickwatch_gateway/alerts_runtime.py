@@ -79,12 +79,6 @@ async def alerts_resources(app: web.Application) -> AsyncIterator[None]:
         await stop_tasks(tasks, settings.shutdown_timeout_s)
 
 
-# The history is read by people, after the push channel has told them; Apache Kafka answers a
-# waiting fetch as soon as a record arrives, so a long wait delays nothing and an idle fetch
-# every half second instead of ten a second is CPU left to the requests (bench/bench_idle.py).
-HISTORY_FETCH_WAIT_MS = 500
-
-
 async def record_alert_events(
     settings: Settings, recorder: AlertRecorder, app: web.Application
 ) -> None:
@@ -94,7 +88,6 @@ async def record_alert_events(
         settings,
         group=settings.alerts_consumer_group,
         topics=topics,
-        fetch_max_wait_ms=HISTORY_FETCH_WAIT_MS,
     ) as consumer:
         # A stalled history (a poison record, a replaced log) turns /ready 503 naming it.
         progress = ConsumerProgress(

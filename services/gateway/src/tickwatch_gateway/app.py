@@ -95,12 +95,6 @@ def build_api() -> Api:
     return api
 
 
-# Closed candles are history: half a second before they are stored costs nobody anything, and
-# an idle fetch every half second instead of every KAFKA_FETCH_MAX_WAIT_MS leaves the CPU to the
-# requests (a broker that long-polls answers at once when a candle arrives anyway).
-CANDLE_STORE_FETCH_WAIT_MS = 500
-
-
 def build_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[edge_middleware(settings.cors_origin_list, admit)],
@@ -196,9 +190,7 @@ async def persist_candles(
     group, so one replica handles each record (the group-less feed would have every replica
     dead-letter the same one)."""
     group, topics = settings.candle_consumer_group, [CANDLES]
-    async with kafka_consumer(
-        settings, group=group, topics=topics, fetch_max_wait_ms=CANDLE_STORE_FETCH_WAIT_MS
-    ) as consumer:
+    async with kafka_consumer(settings, group=group, topics=topics) as consumer:
         progress = ConsumerProgress(group, consumer, stall_s=settings.consumer_stall_s)
         checks.append(check := progress.check())  # /ready reads the list at each request
         try:

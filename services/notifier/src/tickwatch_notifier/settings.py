@@ -15,7 +15,7 @@ class Settings(KafkaSettings, PostgresSettings):
         default="earliest", description="Where a new consumer group starts on alerts.triggered.v1"
     )
     notifier_fetch_max_wait_ms: int = Field(
-        default=500,
+        default=2000,
         description="Longest time the broker may hold a fetch with no data (Apache Kafka answers"
         " a waiting fetch as soon as a trigger arrives: this sets the idle fetch rate)",
     )
