@@ -221,6 +221,7 @@ def start_kafka(data_dir: Path, port: int, controller_port: int | None = None) -
             "java",
             f"-Xmx{KAFKA_HEAP}",
             *KAFKA_JVM_FLAGS,
+            *os.environ.get("APACHE_KAFKA_JVM_OPTS", "").split(),  # last wins: overrides
             *_java(lib, "kafka.Kafka", str(props))[1:],
         ],
         log_path,
