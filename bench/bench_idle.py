@@ -34,13 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tickwatch_devstack.infra import free_port
-from tickwatch_devstack.services import SERVICES, port_variable
+from tickwatch_devstack.services import SERVICES, port_variable, ready
 
 REPO = Path(__file__).resolve().parent.parent
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -170,14 +169,6 @@ def measure(root: int, window_s: float) -> list[Row]:
 
 
 # ---------------------------------------------------------------- the system, as make run runs it
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager

@@ -14,8 +14,6 @@ import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,22 +24,12 @@ from tickwatch_common.kafka import ensure_topics, kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, TICKS
 from tickwatch_devstack.infra import Server, Stack, free_port, start_kafka
-from tickwatch_devstack.services import service_process
+from tickwatch_devstack.services import ready_status, service_process
 from tickwatch_devstack.testing import TopicCollector, replay_tick, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SERVICES = ("ingestor", "alert-engine", "notifier")
-
-
-def ready_status(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=3) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 def mails_to(mail_dir: Path, address: str) -> int:

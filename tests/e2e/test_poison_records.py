@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import os
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from tickwatch_common.topics import (
     TICKS,
 )
 from tickwatch_devstack.infra import Stack, free_port
-from tickwatch_devstack.services import service_process
+from tickwatch_devstack.services import ready_status, service_process
 from tickwatch_devstack.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -38,16 +36,6 @@ pytestmark = pytest.mark.e2e
 POISONED = (TICKS, CANDLES, ALERT_CHANGES, ALERTS_TRIGGERED, NOTIFICATIONS_STATUS)
 SERVICES = ("gateway", "alert-engine", "notifier")
 POISON_BYTES = 1_048_400
-
-
-def ready_status(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=3) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 async def dead_letter_sources(bootstrap: str, topics: list[str]) -> dict[str, int]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,17 @@ def ready(port: int, path: str = "/ready") -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+def ready_status(port: int, timeout_s: float = 3) -> int:
+    """The status ``/ready`` answers (503 included), or 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=timeout_s) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 @contextlib.contextmanager
