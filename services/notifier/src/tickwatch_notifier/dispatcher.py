@@ -42,6 +42,9 @@ from tickwatch_notifier.deliveries import DeliveryLog, Row
 from tickwatch_notifier.metrics import DELIVERIES, IN_FLIGHT, SEND_SECONDS
 
 log = structlog.get_logger(__name__)
+# What a database restart raises at a statement: refused or reset connections, "shutting down"
+# and "starting up" answers, and a pooled connection the restart broke mid-protocol.
+OUTAGE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ class Dispatcher:
             try:
                 await write()
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except OUTAGE as exc:
                 delay = backoff.next_delay()
                 if asyncio.get_running_loop().time() + delay > deadline:
                     raise

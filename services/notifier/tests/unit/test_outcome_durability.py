@@ -80,6 +80,22 @@ async def test_an_outcome_is_recorded_once_the_database_is_back(
     assert log.finished == ["sent"]
 
 
+async def test_a_connection_the_restart_broke_mid_protocol_is_an_outage_too(
+    email_trigger: Callable[[str, str], Trigger],
+) -> None:
+    trigger = email_trigger("ev-broken", "broken@example.com")
+    log = OutageLog(trigger, 2, asyncpg.InternalClientError("cannot switch to state 12"))
+    channel = CountingChannel()
+    dispatcher = Dispatcher(
+        log,  # type: ignore[arg-type]
+        Statuses(),  # type: ignore[arg-type]
+        {"email": channel},
+        Limits(lease_s=60),
+    )
+    await asyncio.wait_for(dispatcher._deliver(trigger, "email"), 30)
+    assert (channel.sends, log.finished) == (1, ["sent"])
+
+
 async def test_past_half_the_lease_the_write_gives_up_and_the_sweep_retries(
     email_trigger: Callable[[str, str], Trigger],
 ) -> None:
