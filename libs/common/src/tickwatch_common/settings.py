@@ -30,10 +30,8 @@ class KafkaSettings(BaseServiceSettings):
         description="The idempotent producer: no duplicate or reordered record on a retry"
         " (off only for a broker that lacks InitProducerId).",
     )
-    # A heartbeat every 3 s (each is a broker request: issue 9's idle budget); a member that
-    # died is dropped after 10 s, a clean leave is seen at once.
-    kafka_session_timeout_ms: int = 10000
-    kafka_heartbeat_interval_ms: int = 3000
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
     kafka_request_timeout_ms: int = 15000
     kafka_fetch_max_wait_ms: int = Field(
         default=2000,

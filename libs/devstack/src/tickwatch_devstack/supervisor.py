@@ -55,6 +55,10 @@ from tickwatch_devstack.supervision import (
 
 INFRA_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "REDIS_URL", "SMTP_HOST")
 DEFAULT_MAIL_FROM = "Tickwatch <alerts@tickwatch.local>"
+# The local system idles on a laptop: consumer heartbeats every 3 s (a session of 10 s) instead of
+# the services' 1 s / 6 s cut its idle cost from 5.2 to 4.8 % of a core (bench/bench_idle.py).
+# The price: a service killed without leaving is replaced in its group after 10 s, not 6 s.
+LOCAL_DEFAULTS = {"KAFKA_HEARTBEAT_INTERVAL_MS": "3000", "KAFKA_SESSION_TIMEOUT_MS": "10000"}
 COLOURS = ("36", "33", "35", "32", "34", "91", "96")
 
 
@@ -464,6 +468,9 @@ def up(
                 env["JWT_SECRET"] = _jwt_secret(data)
             if not seen.get("MAIL_FROM"):
                 env["MAIL_FROM"] = DEFAULT_MAIL_FROM
+            for name, value in LOCAL_DEFAULTS.items():
+                if not seen.get(name):
+                    env[name] = value
             for index, service in enumerate(services):
                 proc = start_service(
                     service, index, service_ports[service], env, data / "logs", console, repo
