@@ -495,6 +495,7 @@ async def consume(
     stop: asyncio.Event | None = None,
     after_round: Callable[[], Awaitable[None]] | None = None,
     progress: ConsumerProgress | None = None,
+    dead_letter_topics: Collection[str] | None = None,
 ) -> None:
     """Decode, hand over, dead-letter the malformed, commit; until cancelled or ``stop`` is set.
 
@@ -519,7 +520,10 @@ async def consume(
     ``dlq=None`` only counts and logs malformed records: for a group-less consumer, which every
     replica runs, so that one record is not dead-lettered once per replica (the consumer
     groups reading the topic dead-letter it once). With a DLQ, each record is dead-lettered
-    once across restarts and replays (:class:`~tickwatch_common.dead_letters.DeadLetters`)."""
+    once across restarts and replays (:class:`~tickwatch_common.dead_letters.DeadLetters`).
+    Where two groups read one topic, one of them dead-letters it (the other names the topics it
+    does dead-letter in ``dead_letter_topics`` and only counts the rest): two groups checking
+    the DLQ at the same moment would both send."""
     backoff = Backoff(initial_s=0.2, cap_s=10.0)
     known = _dead_letters_of(dlq) if dlq is not None else None
     grouped = getattr(consumer, "_group_id", None) is not None  # aiokafka keeps no public one
@@ -529,7 +533,9 @@ async def consume(
             batches = await consumer.getmany(timeout_ms=500, max_records=max_records)
             if not batches:
                 continue
-            handled, unseen = await _handle_round(batches, handle_batch, dlq, known)
+            handled, unseen = await _handle_round(
+                batches, handle_batch, dlq, known, dead_letter_topics
+            )
             failed = len(handled) < len(batches)
             if after_round is not None and handled:
                 try:
@@ -573,6 +579,7 @@ async def _handle_round(
     handle_batch: BatchHandler,
     dlq: Publisher | None,
     known: DeadLetters | None,
+    dead_letter_topics: Collection[str] | None = None,
 ) -> tuple[dict[TopicPartition, int], set[TopicPartition]]:
     """Each partition's batch in turn, until one fails: the next offset of each handled one,
     and the partitions whose batch held nothing valid (the handler never saw them)."""
@@ -581,7 +588,8 @@ async def _handle_round(
     for tp, records in batches.items():
         started = time.perf_counter()
         try:
-            good = await _decoded(records, dlq, known)
+            letters = dlq if dead_letter_topics is None or tp.topic in dead_letter_topics else None
+            good = await _decoded(records, letters, known)
             if good:
                 await _bind_and_handle(handle_batch, good)
         except asyncio.CancelledError:

@@ -95,7 +95,15 @@ async def record_alert_events(
         )
         app[CHECKS].append(check := progress.check())
         try:
-            await consume(consumer, recorder.handle, dlq=app[PUBLISHER], progress=progress)
+            await consume(
+                consumer,
+                recorder.handle,
+                dlq=app[PUBLISHER],
+                progress=progress,
+                # The notifier's group dead-letters alerts.triggered.v1; this one only the
+                # delivery statuses, which it alone reads (one entry per malformed record).
+                dead_letter_topics=[NOTIFICATIONS_STATUS.name],
+            )
         finally:
             app[CHECKS].remove(check)
 
