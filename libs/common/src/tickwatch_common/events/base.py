@@ -33,6 +33,16 @@ Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN, examples=["BTC-USDT"])]
 EpochMs = Annotated[int, Field(ge=0, description="Epoch milliseconds, UTC")]
 Source = Literal["binance", "coingecko", "replay"]
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+MINUTE_MS = 60_000
+INTERVAL_MS: dict[str, int] = {
+    "1m": MINUTE_MS,
+    "5m": 5 * MINUTE_MS,
+    "15m": 15 * MINUTE_MS,
+    "1h": 60 * MINUTE_MS,
+    "4h": 240 * MINUTE_MS,
+    "1d": 1440 * MINUTE_MS,
+}
+"""The length of each candle interval (every :data:`Interval`), in milliseconds."""
 
 
 def now_ms() -> int:
