@@ -1,0 +1,100 @@
+"""Text a client sends, refused at the edge when it holds what no store or message can carry.
+
+PostgreSQL refuses a NUL in ``text`` (the gateway answered 500), a lone surrogate cannot be
+encoded as UTF-8, and other C0 controls and DEL have no place in a name, an e-mail address, a
+symbol or an id. So every text from a client is one of:
+
+- :data:`Text`: one line; no C0 control (tab and newline included), no DEL, no lone surrogate.
+- :data:`MultilineText`: free text such as an alert's note; tab, newline and carriage return
+  (a browser's line break is CR LF) are allowed, the rest is refused as in :data:`Text`.
+
+Lengths go into ``CleanText(min_length=..., max_length=...)`` (pydantic's own messages);
+``CleanText(pattern=...)`` also requires the whole value to match ``pattern`` (ASCII classes:
+``[0-9]``, never ``\\d``, which matches every Unicode digit). A refusal is a pydantic error at
+the field, so a 422 names it. The JSON Schema carries the same rule as its ``pattern``, read in
+Unicode mode as JSON Schema 2020-12 does; it ends in ``$(?!\\n)`` because a Python ``$`` also
+matches before a final newline, and a fuzzer reading the schema with Python's ``re`` would
+otherwise call ``"70000\\n"`` valid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+LINE_EXCLUDED = r"\x00-\x1f\x7f\ud800-\udfff"
+"""The characters no one-line text may hold, as the inside of a regex character class."""
+MULTILINE_EXCLUDED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff"
+"""The same for free text, which may hold tab, newline and carriage return."""
+
+
+@dataclass(frozen=True)
+class CleanText:
+    """``Annotated[str, CleanText(max_length=100)]``: a string within the lengths, without the
+    excluded characters (and, with ``pattern``, matching the pattern in whole)."""
+
+    multiline: bool = False
+    pattern: str | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    _excluded: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _shape: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        excluded = MULTILINE_EXCLUDED if self.multiline else LINE_EXCLUDED
+        object.__setattr__(self, "_excluded", re.compile(f"[{excluded}]"))
+        shape = None if self.pattern is None else re.compile(self.pattern, re.ASCII)
+        object.__setattr__(self, "_shape", shape)
+
+    @property
+    def schema_pattern(self) -> str:
+        excluded = MULTILINE_EXCLUDED if self.multiline else LINE_EXCLUDED
+        body = self.pattern if self.pattern is not None else f"[^{excluded}]*"
+        return f"^(?:{body})$(?!\\n)"
+
+    def check(self, value: str) -> str:
+        found = self._excluded.search(value)
+        if found is not None:
+            raise PydanticCustomError(
+                "text_forbidden_character",
+                "must not contain {character} (at position {position})",
+                {"character": _name(found.group()), "position": found.start()},
+            )
+        if self._shape is not None and self._shape.fullmatch(value) is None:
+            raise PydanticCustomError(
+                "string_pattern_mismatch",
+                "String should match pattern '{pattern}'",
+                {"pattern": self.pattern},
+            )
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        inner = core_schema.str_schema(min_length=self.min_length, max_length=self.max_length)
+        return core_schema.no_info_after_validator_function(self.check, inner)
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = self.schema_pattern
+        return json_schema
+
+
+def _name(character: str) -> str:
+    code = ord(character)
+    if code == 0:
+        return "a NUL character"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"a lone surrogate (U+{code:04X})"
+    return f"a control character (U+{code:04X})"
+
+
+Text = Annotated[str, CleanText()]
+MultilineText = Annotated[str, CleanText(multiline=True)]
