@@ -9,8 +9,9 @@ symbol or an id. So every text from a client is one of:
   (a browser's line break is CR LF) are allowed, the rest is refused as in :data:`Text`.
 
 Lengths go into ``CleanText(min_length=..., max_length=...)`` (pydantic's own messages);
-``CleanText(pattern=...)`` also requires the whole value to match ``pattern`` (ASCII classes:
-``[0-9]``, never ``\\d``, which matches every Unicode digit). A refusal is a pydantic error at
+``CleanText(pattern=...)`` also requires the whole value to match ``pattern``, read as a JSON
+Schema tool reads it (Unicode classes: write ``[0-9]``, never ``\\d``, which matches every
+Unicode digit, so ``"\\u0667\\u0660"`` would pass as 70). A refusal is a pydantic error at
 the field, so a 422 names it. The JSON Schema carries the same rule as its ``pattern``, read in
 Unicode mode as JSON Schema 2020-12 does; it ends in ``$(?!\\n)`` because a Python ``$`` also
 matches before a final newline, and a fuzzer reading the schema with Python's ``re`` would
@@ -48,7 +49,7 @@ class CleanText:
     def __post_init__(self) -> None:
         excluded = MULTILINE_EXCLUDED if self.multiline else LINE_EXCLUDED
         object.__setattr__(self, "_excluded", re.compile(f"[{excluded}]"))
-        shape = None if self.pattern is None else re.compile(self.pattern, re.ASCII)
+        shape = None if self.pattern is None else re.compile(self.pattern)
         object.__setattr__(self, "_shape", shape)
 
     @property
