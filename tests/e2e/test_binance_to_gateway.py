@@ -27,7 +27,7 @@ import pytest
 from tickwatch_devstack.infra import Stack, free_port
 from tickwatch_devstack.services import service_process
 from tickwatch_devstack.testing import log_tail, service_running_off_loop
-from tickwatch_ingestor.testing import FakeBinance
+from tickwatch_testkit import FakeBinance
 
 pytestmark = pytest.mark.e2e
 

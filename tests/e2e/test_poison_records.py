@@ -7,7 +7,6 @@ count is still one each."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -166,15 +165,18 @@ async def notifier_positioned(bootstrap: str, suffix: str) -> bool:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        async def committed_past() -> bool:
             committed = await admin.list_consumer_group_offsets(
                 f"notifier-{suffix}", partitions=[tp]
             )
-            if (found := committed.get(tp)) is not None and found.offset > meta.offset:
-                return True
-            await asyncio.sleep(0.2)
-        return False
+            return (found := committed.get(tp)) is not None and found.offset > meta.offset
+
+        try:
+            await wait_until(committed_past, 5, "the probe committed", interval_s=0.2)
+        except TimeoutError:
+            return False
+        return True
     finally:
         await admin.close()
 
@@ -247,8 +249,8 @@ async def all_past_their_poison(
 
 
 async def wait_until_async(probe, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}: {WAITING_FOR}")
-        await asyncio.sleep(0.5)
+    """``wait_until`` for a query, naming at the deadline what the probes last saw."""
+    try:
+        await wait_until(probe, timeout_s, what, interval_s=0.5)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}: {WAITING_FOR}") from None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -31,14 +32,25 @@ EventT = TypeVar("EventT", bound=Event)
 
 
 async def wait_until(
-    predicate: Callable[[], object], timeout_s: float = 30, what: str = ""
-) -> None:
-    """Poll ``predicate`` every 20 ms until it is truthy; ``TimeoutError`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    predicate: Callable[[], object | Awaitable[object]],
+    timeout_s: float = 30,
+    what: str = "",
+    interval_s: float = 0.02,
+) -> float:
+    """Poll ``predicate`` (a plain function or a coroutine function, such as a query) every
+    ``interval_s`` until it is truthy; answer the seconds it took. ``TimeoutError`` naming
+    ``what`` after ``timeout_s``: the one deadline loop of the tests, so none sleeps a fixed time.
+    """
+    started = time.monotonic()
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(interval_s)
 
 
 def replay_tick(

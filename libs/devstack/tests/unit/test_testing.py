@@ -37,6 +37,25 @@ async def test_wait_until_names_what_it_waited_for_on_timeout() -> None:
         await wait_until(lambda: False, timeout_s=0.05, what="the impossible")
 
 
+async def test_wait_until_awaits_a_coroutine_predicate() -> None:
+    calls: list[int] = []
+
+    async def third_call() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    await wait_until(third_call, timeout_s=5, what="the third call")
+    assert len(calls) == 3
+
+
+async def test_wait_until_times_out_on_a_coroutine_predicate_that_never_holds() -> None:
+    async def never() -> bool:
+        return False
+
+    with pytest.raises(TimeoutError, match="the query"):
+        await wait_until(never, timeout_s=0.05, what="the query")
+
+
 def test_received_answers_only_the_events_of_the_asked_type() -> None:
     collector = TopicCollector("127.0.0.1:1", [])
     status = NotificationStatus(

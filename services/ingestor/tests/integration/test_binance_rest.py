@@ -18,8 +18,8 @@ from tickwatch_ingestor.backfill import backfill_binance
 from tickwatch_ingestor.binance_rest import BinanceRest, BinanceRestError
 from tickwatch_ingestor.normalise import Market
 from tickwatch_ingestor.sink import EventSink
-from tickwatch_ingestor.testing import FakeBinance
-from tickwatch_ingestor.testing.topic_reader import reading
+from tickwatch_testkit import FakeBinance
+from tickwatch_testkit.topic_reader import reading
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,13 @@ import aiohttp
 import pytest
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.topics import CANDLES, TICKS
+from tickwatch_devstack.testing import wait_until
 from tickwatch_ingestor.binance_rest import BinanceRest
 from tickwatch_ingestor.binance_stream import BinanceSource
 from tickwatch_ingestor.settings import Settings
 from tickwatch_ingestor.sink import EventSink
-from tickwatch_ingestor.testing import FakeBinance
-from tickwatch_ingestor.testing.topic_reader import reading, wait_until
+from tickwatch_testkit import FakeBinance
+from tickwatch_testkit.topic_reader import reading
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,12 @@ from prometheus_client import REGISTRY
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import CANDLES, TICKS
+from tickwatch_devstack.testing import wait_until
 from tickwatch_ingestor.backfill import backfill_coingecko
 from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoPoller
 from tickwatch_ingestor.sink import EventSink
-from tickwatch_ingestor.testing import FakeCoinGecko
-from tickwatch_ingestor.testing.topic_reader import reading, wait_until
+from tickwatch_testkit import FakeCoinGecko
+from tickwatch_testkit.topic_reader import reading
 
 pytestmark = pytest.mark.integration
 

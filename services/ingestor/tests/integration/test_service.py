@@ -17,9 +17,10 @@ import aiohttp
 import pytest
 from tickwatch_common.topics import CANDLES, TICKS
 from tickwatch_devstack.infra import free_port
+from tickwatch_devstack.testing import wait_until
 from tickwatch_ingestor.sources import FALLBACK_MESSAGE
-from tickwatch_ingestor.testing import FakeBinance, FakeCoinGecko
-from tickwatch_ingestor.testing.topic_reader import reading
+from tickwatch_testkit import FakeBinance, FakeCoinGecko
+from tickwatch_testkit.topic_reader import reading
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +44,20 @@ async def ingestor(
         )
     try:
         if ready_status is not None:
-            deadline = time.monotonic() + 30
             async with aiohttp.ClientSession() as http:
-                while True:
+
+                async def ready() -> bool:
                     assert proc.returncode is None, log_path.read_text()[-3000:]
-                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
                     with contextlib.suppress(aiohttp.ClientError):
                         async with http.get(f"http://127.0.0.1:{port}/ready") as resp:
                             body = await resp.json()
-                            if resp.status == ready_status and "starting" not in str(body):
-                                break
-                    await asyncio.sleep(0.05)
+                            return resp.status == ready_status and "starting" not in str(body)
+                    return False
+
+                try:
+                    await wait_until(ready, 30, f"/ready {ready_status}", interval_s=0.05)
+                except TimeoutError as exc:
+                    raise AssertionError(log_path.read_text()[-3000:]) from exc
         yield proc, port
     finally:
         if proc.returncode is None:

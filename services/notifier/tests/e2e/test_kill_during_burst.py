@@ -10,10 +10,9 @@ import email.policy
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +62,6 @@ async def started(env: dict[str, str], port: int, log: Path) -> tuple[Any, subpr
     manager = service_process("notifier", env, port, log_path=log)
     proc = await asyncio.to_thread(manager.__enter__)
     return manager, proc
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    """``wait_until`` for a condition that must be awaited (a query)."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def other_sessions(database_url: str) -> int:
@@ -154,7 +144,9 @@ async def test_kill_9_mid_burst_repeats_only_the_sends_in_flight(
         async def dead_sessions_gone() -> bool:
             return await other_sessions(fresh_database) == 0
 
-        await until(dead_sessions_gone, 30, "PostgreSQL to drop the dead notifier's connections")
+        await wait_until(
+            dead_sessions_gone, 30, "PostgreSQL to drop the dead notifier's connections"
+        )
         at_kill = await statuses(fresh_database, run)
         accepted_at_kill = mails.by_event()
         # In flight: the server accepted the mail, the delivery log has no outcome for it.
@@ -170,7 +162,7 @@ async def test_kill_9_mid_burst_repeats_only_the_sends_in_flight(
                 async def all_sent() -> bool:
                     return Counter((await statuses(fresh_database, run)).values())["sent"] >= BURST
 
-                await until(all_sent, 60, "every delivery recorded sent")
+                await wait_until(all_sent, 60, "every delivery recorded sent")
             except TimeoutError:
                 print(log_tail(tmp_path / "notifier-2.log"))
                 raise

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tickwatch_common.topics import Topic
+from tickwatch_devstack.testing import wait_until
 
 
 class TopicReader:
@@ -24,7 +24,6 @@ class TopicReader:
         self.topic = topic
         self.keys = {k.encode() for k in keys} if keys is not None else None
         self.records: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -55,7 +54,6 @@ class TopicReader:
                         self.records.append(
                             {"key": r.key.decode() if r.key else None, **(value or {})}
                         )
-                        self._changed.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -69,17 +67,13 @@ class TopicReader:
         self, condition: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 10.0
     ) -> list[dict[str, Any]]:
         """Wait until ``condition(records)`` holds; fail with what was seen at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while not condition(self.records):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"condition not met within {timeout_s}s on {self.topic.name}; "
-                    f"{len(self.records)} records seen, last: {self.records[-3:]}"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
+        try:
+            await wait_until(lambda: condition(self.records), timeout_s, self.topic.name)
+        except TimeoutError:
+            raise AssertionError(
+                f"condition not met within {timeout_s}s on {self.topic.name}; "
+                f"{len(self.records)} records seen, last: {self.records[-3:]}"
+            ) from None
         return self.records
 
 
@@ -93,13 +87,3 @@ async def reading(
         yield reader
     finally:
         await reader.stop()
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll ``condition`` every few ms until true; return the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s}s")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - started
