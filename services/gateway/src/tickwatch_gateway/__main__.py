@@ -1,8 +1,10 @@
-"""The gateway's composition root: settings → app (resources in its cleanup context) → serve."""
+"""The gateway's composition root: settings → app (resources in its cleanup contexts) → serve."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 from tickwatch_common.logging import configure_logging
@@ -13,9 +15,9 @@ from tickwatch_gateway.app import SERVICE, build_app
 from tickwatch_gateway.settings import Settings
 
 
-async def main() -> None:
-    settings = load_settings(Settings)
-    configure_logging(SERVICE, settings.log_level)
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[web.AppRunner]:
+    """The app serving on ``GATEWAY_HOST:GATEWAY_PORT``; stopped (bounded) on the way out."""
     runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
@@ -25,9 +27,16 @@ async def main() -> None:
             settings.gateway_port,
             reuse_port=settings.gateway_reuse_port or None,
         ).start()
-        await asyncio.Event().wait()
+        yield runner
     finally:
         await runner.cleanup()
+
+
+async def main() -> None:
+    settings = load_settings(Settings)
+    configure_logging(SERVICE, settings.log_level)
+    async with running_gateway(settings):
+        await asyncio.Event().wait()
 
 
 def cli() -> None:

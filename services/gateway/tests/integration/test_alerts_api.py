@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from tickwatch_devstack.infra import Stack, free_port
-from tickwatch_gateway.state import SETTINGS
+from tickwatch_gateway.runtime.keys import RUNTIME_SETTINGS
 
 from .alerts_support import Client, above, alerts_client, create
 from .conftest import MakeClient, signup
@@ -278,7 +278,7 @@ async def test_lists_are_cached_per_user_in_redis(stack: Stack, client: Client) 
     alice = await signup(client)
     await create(client, alice["headers"])
     assert (await client.get("/api/v1/alerts", headers=alice["headers"])).status == 200
-    prefix = client.server.app[SETTINGS].redis_prefix
+    prefix = client.server.app[RUNTIME_SETTINGS].redis_prefix
     redis = Redis.from_url(stack.redis_url)
     try:
         keys = [k.decode() async for k in redis.scan_iter(match=f"{prefix}cache:alerts:*")]

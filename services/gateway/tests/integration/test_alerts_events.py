@@ -14,7 +14,7 @@ from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import ALERTS_TRIGGERED, NOTIFICATIONS_STATUS
 from tickwatch_devstack.infra import Stack
 from tickwatch_devstack.testing import receive_json_until
-from tickwatch_gateway.alerts_runtime import ALERT_PUSH_POSITIONED
+from tickwatch_gateway.alerts.keys import ALERT_PUSH_POSITIONED
 
 from .alerts_support import Client, alerts_client, create, eventually
 from .conftest import MakeClient, signup

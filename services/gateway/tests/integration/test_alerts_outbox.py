@@ -17,11 +17,11 @@ from tickwatch_common.kafka import partition_for
 from tickwatch_common.postgres import migrate
 from tickwatch_common.topics import ALERT_CHANGES
 from tickwatch_devstack.infra import Stack
-from tickwatch_gateway import app as gateway_app
-from tickwatch_gateway.alerts import AlertSpec
-from tickwatch_gateway.alerts_store import AlertStore
-from tickwatch_gateway.outbox import OutboxRelay
-from tickwatch_gateway.shutdown import stuck_at
+from tickwatch_gateway.alerts.domain import AlertSpec
+from tickwatch_gateway.alerts.outbox import OutboxRelay
+from tickwatch_gateway.alerts.store import AlertStore
+from tickwatch_gateway.runtime import resources as gateway_app
+from tickwatch_gateway.runtime.shutdown import stuck_at
 
 from .alerts_support import alerts_client, create
 from .conftest import MakeClient, signup

@@ -22,9 +22,9 @@ from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED
 from tickwatch_devstack.infra import free_port, start_kafka
 from tickwatch_devstack.reconcile import ops_token, reconcile
 from tickwatch_devstack.testing import TopicCollector, recreate_topic, wait_until
-from tickwatch_gateway.alerts_runtime import CHANGES_WATCH
-from tickwatch_gateway.changes_log import read_latest_versions
-from tickwatch_gateway.state import POOL
+from tickwatch_gateway.alerts.changes_log import read_latest_versions
+from tickwatch_gateway.alerts.keys import CHANGES_WATCH
+from tickwatch_gateway.runtime.keys import POOL
 
 from .alerts_support import Client, alerts_client, create, eventually
 from .conftest import JWT_SECRET, MakeClient, signup

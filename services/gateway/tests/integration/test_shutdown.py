@@ -21,10 +21,10 @@ from structlog.testing import capture_logs
 from tickwatch_common.kafka import ensure_topics
 from tickwatch_devstack.infra import Server, Stack, free_port, start_kafka
 from tickwatch_gateway.app import build_app
-from tickwatch_gateway.cache import RedisGuard
-from tickwatch_gateway.ratelimit import FLUSH_S, FixedWindows
-from tickwatch_gateway.shutdown import stuck_at
-from tickwatch_gateway.state import TASKS
+from tickwatch_gateway.http.ratelimit import FLUSH_S, FixedWindows
+from tickwatch_gateway.runtime.keys import TASKS
+from tickwatch_gateway.runtime.redis_guard import RedisGuard
+from tickwatch_gateway.runtime.shutdown import stuck_at
 
 from .conftest import gateway_settings
 

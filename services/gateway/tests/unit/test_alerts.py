@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from tickwatch_gateway.alerts import (
+from tickwatch_gateway.alerts.domain import (
     AlertInvalid,
     AlertSpec,
     address_allowed,

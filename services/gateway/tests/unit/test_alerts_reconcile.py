@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickwatch_gateway.alerts_reconcile import TableEntry, plan_reconcile
+from tickwatch_gateway.alerts.reconcile import TableEntry, plan_reconcile
 
 
 def test_a_new_empty_log_gets_every_alert_and_no_tombstone() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tickwatch_gateway.fanout import Hub, Subscriber, text_frame
+from tickwatch_gateway.market.fanout import Hub, Subscriber, text_frame
 
 
 async def test_a_slow_client_gets_the_latest_value_per_channel() -> None:

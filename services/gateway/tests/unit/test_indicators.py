@@ -8,7 +8,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 import talib
-from tickwatch_gateway import indicators as ind
+from tickwatch_gateway.market import indicators as ind
 
 
 def random_walk(n: int, seed: int) -> list[Decimal]:
@@ -100,7 +100,7 @@ def test_bad_specs_are_refused(bad: str) -> None:
 def test_the_documented_pattern_admits_only_what_the_parser_accepts() -> None:
     import re
 
-    from tickwatch_gateway.routes.indicators import SPEC_PATTERN
+    from tickwatch_gateway.market.indicator_routes import SPEC_PATTERN
 
     for good in ["sma", "sma:20,ema:50,rsi:14,macd:12:26:9,bbands:20:2", "bbands:5:0.5", "rsi:1"]:
         assert re.match(SPEC_PATTERN, good)

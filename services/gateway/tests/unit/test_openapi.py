@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tickwatch_gateway.app import build_api
-from tickwatch_gateway.openapi import docs_page
+from tickwatch_gateway.http.openapi import docs_page
 
 
 def test_every_operation_is_documented_with_its_models() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tickwatch_common.events import Tick
-from tickwatch_gateway.pricebook import PriceBook, price_json
-from tickwatch_gateway.symbols import SymbolDirectory
+from tickwatch_gateway.market.pricebook import PriceBook, price_json
+from tickwatch_gateway.market.symbols import SymbolDirectory
 
 
 def tick(price: str, ts: int, source: str = "replay", **extra: str) -> Tick:

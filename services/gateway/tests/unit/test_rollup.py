@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
-from tickwatch_gateway.rollup import INTERVAL_MS, MINUTE_MS, Bar, bucket_start, roll_up
+from tickwatch_gateway.market.rollup import INTERVAL_MS, MINUTE_MS, Bar, bucket_start, roll_up
 
 T0 = 1_700_000_400_000  # 2023-11-14T22:20:00Z, a 5-minute (and 1h: no) boundary
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from structlog.testing import capture_logs
-from tickwatch_gateway.shutdown import bounded, stop_tasks, stuck_at
+from tickwatch_gateway.runtime.shutdown import bounded, stop_tasks, stuck_at
 
 
 async def ignores_cancellation_once(started: asyncio.Event) -> None:

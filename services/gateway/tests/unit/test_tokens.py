@@ -8,7 +8,12 @@ import time
 
 import jwt
 import pytest
-from tickwatch_gateway.tokens import InvalidToken, TokenIssuer, hash_password, verify_password
+from tickwatch_gateway.accounts.tokens import (
+    InvalidToken,
+    TokenIssuer,
+    hash_password,
+    verify_password,
+)
 
 SECRET = "unit-secret-0123456789-abcdefghijklmnop"
 ISSUER = TokenIssuer(SECRET, "tickwatch", "tickwatch-api", 900)

@@ -8,9 +8,11 @@ and ``/metrics`` on PORTFOLIO_PORT (default 8084).
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import structlog
 from tickwatch_common.checks import kafka_check, postgres_check
 from tickwatch_common.kafka import kafka_producer
@@ -29,7 +31,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
-async def main(settings: Settings) -> None:
+@asynccontextmanager
+async def running_portfolio(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The service, started (schema migrated, pool and producer open, ops routes served);
+    leaving the block stops it. Answers the pool, the one resource features will build on."""
     applied = await migrate(settings.database_url, SCHEMA, MIGRATIONS)
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
@@ -39,13 +44,18 @@ async def main(settings: Settings) -> None:
             ops_server(SERVICE, settings.ops_host, settings.portfolio_port, checks)
         )
         log.info("started", port=settings.portfolio_port, migrations_applied=applied)
+        yield pool
+
+
+async def main() -> None:
+    settings = load_settings(Settings)
+    configure_logging(SERVICE, settings.log_level)
+    async with running_portfolio(settings):
         await asyncio.Event().wait()  # until SIGTERM / Ctrl-C cancels us
 
 
 def cli() -> None:
-    settings = load_settings(Settings)
-    configure_logging(SERVICE, settings.log_level)
-    run(lambda: main(settings))
+    run(main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+"""The accounts' settings: token signing and lifetimes, API-key bookkeeping."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from tickwatch_common.settings import BaseServiceSettings
+
+
+class AccountSettings(BaseServiceSettings):
+    jwt_secret: SecretStr = Field(min_length=32, description="HS256 signing key, 32+ bytes")
+    jwt_issuer: str = "tickwatch"
+    jwt_audience: str = "tickwatch-api"
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    api_key_touch_interval_s: float = Field(
+        default=60, description="An API key's last_used_at is written at most this often"
+    )

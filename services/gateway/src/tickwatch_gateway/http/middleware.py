@@ -1,0 +1,118 @@
+"""The edge of every request, in one layer: its id, CORS, admission (authentication and rate
+limits, :func:`tickwatch_gateway.auth.admit`) and errors answered as problems.
+
+One middleware rather than four: each aiohttp middleware is a coroutine layer on every request
+(plus the one aiohttp adds whenever there are any), about 1.5 % of the cached price route each.
+The parts stay separate functions. The request id reaches log lines through one ContextVar
+(:data:`tickwatch_common.logging.CURRENT_REQUEST_ID`), cheaper than structlog's bind and reset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from tickwatch_common.logging import CURRENT_REQUEST_ID
+
+from tickwatch_gateway.http.problems import Handler, problem_for
+from tickwatch_gateway.http.ratelimit import Decision
+
+REQUEST_ID = "X-Request-ID"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+_SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+_PROCESS = uuid.uuid4().hex[:12]
+_SEQUENCE = itertools.count(1)
+
+
+def request_id(request: web.Request) -> str:
+    """The caller's X-Request-ID when sane, else this process's random prefix and a sequence
+    number: unique, and cheaper than a uuid4 per request on the hot path."""
+    given = request.headers.get(REQUEST_ID)
+    return given if given is not None and _SANE_ID.match(given) else f"{_PROCESS}-{next(_SEQUENCE)}"
+
+
+class Cors:
+    """Which origins may call, and the headers each answer to them carries."""
+
+    METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+    ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID"
+    EXPOSE = (
+        "ETag, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-ID"
+    )
+
+    def __init__(self, origins: list[str]) -> None:
+        self.allow_all = "*" in origins
+        self.allowed = set(origins)
+
+    def headers_for(self, request: web.Request) -> dict[str, str] | None:
+        """The CORS headers for this request's answer; None when it has no allowed Origin."""
+        origin = request.headers.get("Origin")
+        if origin is None or not (self.allow_all or origin in self.allowed):
+            return None
+        return {
+            "Access-Control-Allow-Origin": "*" if self.allow_all else origin,
+            "Vary": "Origin",
+        }
+
+    def preflight(self, request: web.Request, headers: dict[str, str]) -> web.Response | None:
+        """The answer to a preflight request, which never reaches a handler."""
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        return web.Response(
+            status=204,
+            headers=headers
+            | {
+                "Access-Control-Allow-Methods": self.METHODS,
+                "Access-Control-Allow-Headers": self.ALLOW_HEADERS,
+                "Access-Control-Max-Age": "600",
+            },
+        )
+
+
+Admit = Callable[[web.Request], Awaitable[Decision | None]]
+
+
+def edge_middleware(cors_origins: list[str], admit: Admit) -> Middleware:
+    """``admit`` decides whether the request may go on (raising the problem when not) and
+    gives the rate-limit decision whose headers every answer carries, errors included."""
+    cors = Cors(cors_origins) if cors_origins else None
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request[REQUEST_ID_KEY] = request_id(request)
+        cors_headers = cors.headers_for(request) if cors is not None else None
+        response: web.StreamResponse | None = None
+        if cors is not None and cors_headers is not None:
+            response = cors.preflight(request, cors_headers)
+        decision: Decision | None = None
+        if response is None:
+            token = CURRENT_REQUEST_ID.set(rid)
+            try:
+                decision = await admit(request)
+                response = await handler(request)
+            except Exception as exc:  # problem_for logs what was not expected
+                try:
+                    response = problem_for(request, exc)
+                except web.HTTPException as passed:  # a 304 or a redirect, raised on
+                    passed.headers[REQUEST_ID] = rid
+                    if decision is not None:
+                        decision.apply(passed.headers)
+                    raise
+            finally:
+                CURRENT_REQUEST_ID.reset(token)
+        if not response.prepared:
+            headers = response.headers
+            headers[REQUEST_ID] = rid
+            if decision is not None:
+                decision.apply(headers)
+            if cors_headers is not None:
+                headers.update(cors_headers)
+                headers["Access-Control-Expose-Headers"] = Cors.EXPOSE
+        return response
+
+    return edge
