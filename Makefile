@@ -11,13 +11,9 @@ PY := $(CURDIR)/.venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 CHAOS_ARGS ?=
-# The pure cores (no I/O): matching, normalisation, candles, indicators, roll-ups, alert rules.
-CORE_MODULES := services/alert-engine/src/tickwatch_alert_engine/matching.py \
-  services/ingestor/src/tickwatch_ingestor/normalise.py \
-  services/ingestor/src/tickwatch_ingestor/candles.py \
-  services/gateway/src/tickwatch_gateway/indicators.py \
-  services/gateway/src/tickwatch_gateway/rollup.py \
-  services/gateway/src/tickwatch_gateway/alerts.py
+# mypy --strict covers every library and every service.
+TYPED := libs/common/src libs/devstack/src libs/testkit/src services/ingestor/src \
+  services/alert-engine/src services/notifier/src services/portfolio/src services/gateway/src
 
 .PHONY: help install run down test test-unit lint bench kafka-up kafka-down chaos
 
@@ -47,11 +43,10 @@ test: install ## the whole suite (unit, integration, end to end) against real se
 test-unit: install ## only the tests that need no server
 	"$(PY)" -m pytest --no-servers $(PYTEST_ARGS)
 
-lint: install ## ruff check, ruff format --check, mypy --strict on the shared libraries and the pure cores
+lint: install ## ruff check, ruff format --check, mypy --strict over every library and service
 	"$(UV)" run --frozen --no-sync ruff check .
 	"$(UV)" run --frozen --no-sync ruff format --check .
-	"$(UV)" run --frozen --no-sync mypy libs/common/src libs/devstack/src
-	"$(UV)" run --frozen --no-sync mypy libs/common/src/tickwatch_common $(CORE_MODULES)
+	"$(UV)" run --frozen --no-sync mypy $(TYPED)
 
 bench: install ## run every bench/*.py in turn (each starts its own servers and prints figures)
 	@shopt -s nullglob; scripts=(bench/*.py)
