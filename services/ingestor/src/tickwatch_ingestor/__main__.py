@@ -1,8 +1,8 @@
 """The ingestor's composition root.
 
 ``python -m tickwatch_ingestor`` runs the service: settings -> logging -> Kafka producer -> ops
-server (/health, /ready, /metrics) -> probe the live sources -> run them (or the replay fallback)
-and the start-up backfill, until SIGTERM.
+server (/health, /ready, /metrics) -> probe the live sources -> run them (or the replay fallback,
+chosen in ``source_choice``) and the start-up backfill, until SIGTERM.
 
 ``python -m tickwatch_ingestor backfill --symbols BTC-USDT,ETH-USDT --interval 1m --days 7``
 publishes Binance candle history with a progress bar, then exits.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from typing import cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, cast
 
 import aiohttp
 import structlog
@@ -37,15 +37,12 @@ from tickwatch_ingestor.backfill import (
 from tickwatch_ingestor.binance_rest import BinanceRest, BinanceRestError
 from tickwatch_ingestor.binance_stream import BinanceSource
 from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoPoller, coingecko_ids
-from tickwatch_ingestor.normalise import (
-    exchange_symbol_guess,
-    markets_from_exchange_info,
-    split_symbol,
-)
+from tickwatch_ingestor.normalise import exchange_symbol_guess, markets_from_exchange_info
 from tickwatch_ingestor.replay import ReplaySource
 from tickwatch_ingestor.settings import Settings
 from tickwatch_ingestor.sink import EventSink
-from tickwatch_ingestor.sources import FALLBACK_MESSAGE, MarketStatus, Source, probe
+from tickwatch_ingestor.source_choice import FALLBACK_MESSAGE, choose_sources, wanted_sources
+from tickwatch_ingestor.sources import MarketStatus, ProbeResult, Source, probe
 
 log = structlog.get_logger("tickwatch_ingestor")
 
@@ -66,16 +63,25 @@ def binance_rest(settings: Settings, http: aiohttp.ClientSession) -> BinanceRest
     )
 
 
-async def choose_sources(
-    settings: Settings, http: aiohttp.ClientSession, sink: EventSink, status: MarketStatus
-) -> list[Source]:
-    names = settings.source_list
-    symbols = settings.symbol_list
-    if "replay" in names:
-        status.mode, status.reason = "replay", "forced by MARKET_SOURCES=replay"
-        log.info("market_sources", mode="replay", reason=status.reason)
-        return [ReplaySource(sink, symbols, speed=settings.replay_speed)]
+def source_names(settings: Settings) -> list[str]:
+    """MARKET_SOURCES, checked before anything connects: an unknown name stops the service."""
+    try:
+        return settings.source_list
+    except ValueError as exc:
+        log.error("invalid_setting", error=str(exc))
+        raise SystemExit(2) from None
 
+
+async def market_sources(
+    settings: Settings,
+    names: list[str],
+    http: aiohttp.ClientSession,
+    sink: EventSink,
+    status: MarketStatus,
+) -> list[Source]:
+    """Probe the live sources the settings want, choose (``source_choice``), build what runs."""
+    symbols = settings.symbol_list
+    wanted = wanted_sources(names, symbols)
     gecko = (
         CoinGeckoClient(
             http,
@@ -83,20 +89,27 @@ async def choose_sources(
             api_key=settings.coingecko_api_key,
             timeout_s=settings.coingecko_timeout_s,
         )
-        if "coingecko" in names
+        if wanted.coingecko
         else None
     )
-    binance_symbols = [s for s in symbols if split_symbol(s)[1] != "USD"]
-    found = await probe(
-        http,
-        settings.binance_rest_url,
-        gecko,
-        binance_symbols,
-        want_binance="binance" in names and bool(binance_symbols),
-        timeout_s=settings.market_probe_timeout_s,
+    found = ProbeResult()
+    if not wanted.replay:
+        found = await probe(
+            http,
+            settings.binance_rest_url,
+            gecko,
+            list(wanted.binance_symbols),
+            want_binance=bool(wanted.binance_symbols),
+            timeout_s=settings.market_probe_timeout_s,
+        )
+    choice = choose_sources(
+        wanted,
+        binance_reachable=found.binance_reachable,
+        coingecko_reachable=found.coingecko_reachable,
+        fallback=settings.market_fallback,
     )
-    if not found.any_live:
-        if settings.market_fallback == "replay":
+    if choice.mode == "replay":
+        if choice.unreachable:
             print(f"tickwatch-ingestor: {FALLBACK_MESSAGE}", file=sys.stderr, flush=True)
             log.warning(
                 "market_fallback",
@@ -104,8 +117,11 @@ async def choose_sources(
                 binance_error=found.binance_error,
                 coingecko_error=found.coingecko_error,
             )
-            status.mode, status.reason = "replay", "fallback: neither exchange reachable"
-            return [ReplaySource(sink, symbols, speed=settings.replay_speed)]
+        else:
+            log.info("market_sources", mode="replay", reason=choice.reason)
+        status.mode, status.reason = "replay", choice.reason
+        return [ReplaySource(sink, symbols, speed=settings.replay_speed)]
+    if choice.unreachable:
         log.error(
             "market_sources_unreachable",
             message="neither Binance nor CoinGecko is reachable; MARKET_FALLBACK=none, retrying",
@@ -114,18 +130,18 @@ async def choose_sources(
         )
 
     live: list[Source] = []
-    if "binance" in names and binance_symbols:
+    if choice.binance_symbols:
         live.append(
             BinanceSource(
                 settings,
                 http,
                 binance_rest(settings, http),
                 sink,
-                binance_symbols,
+                list(choice.binance_symbols),
                 exchange_info=found.binance_info,
             )
         )
-    if gecko is not None:
+    if choice.coingecko and gecko is not None:
         ids = coingecko_ids(symbols, settings.coingecko_id_overrides)
         # One /simple/price call per poll (all ids at once), never faster than the plan allows.
         interval = max(settings.coingecko_poll_interval_s, 60 / settings.coingecko_calls_per_min)
@@ -184,13 +200,42 @@ async def supervised(name: str, job: Callable[[], Awaitable[None]]) -> None:
             await asyncio.sleep(delay)
 
 
-async def main(settings: Settings) -> None:
-    configure_logging(SERVICE, settings.log_level)
+async def ingesting(
+    settings: Settings,
+    names: list[str],
+    http: aiohttp.ClientSession,
+    sink: EventSink,
+    status: MarketStatus,
+) -> None:
+    """The publishing loop, the chosen sources and the start-up backfill, until cancelled; a
+    source or the backfill that fails is restarted, the publishing loop failing ends it."""
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(sink.run())
+        sources = await market_sources(settings, names, http, sink, status)
+        for source in sources:
+            tasks.create_task(supervised(source.name, source.run))
+        if settings.backfill_on_start and status.mode == "live":
+            tasks.create_task(
+                supervised("backfill", lambda: startup_backfill(settings, sources, sink))
+            )
+
+
+@asynccontextmanager
+async def background(job: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """``job`` as a task while the block runs; cancelled and awaited when it is left."""
+    task = asyncio.create_task(job)
     try:
-        settings.source_list  # noqa: B018 - validate early, naming the setting
-    except ValueError as exc:
-        log.error("invalid_setting", error=str(exc))
-        raise SystemExit(2) from None
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
+
+
+@asynccontextmanager
+async def running_ingestor(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    """The whole service, started: producer, HTTP session, ops server, then (in the task it
+    answers) the probe, the sources and the backfill; leaving the block stops it."""
+    names = source_names(settings)
     status = MarketStatus()
     async with AsyncExitStack() as stack:
         publisher = await stack.enter_async_context(
@@ -211,15 +256,16 @@ async def main(settings: Settings) -> None:
             )
         )
         log.info("ingestor_listening", port=settings.ingestor_port)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(sink.run())
-            sources = await choose_sources(settings, http, sink, status)
-            for source in sources:
-                tasks.create_task(supervised(source.name, source.run))
-            if settings.backfill_on_start and status.mode == "live":
-                tasks.create_task(
-                    supervised("backfill", lambda: startup_backfill(settings, sources, sink))
-                )
+        yield await stack.enter_async_context(
+            background(ingesting(settings, names, http, sink, status))
+        )
+
+
+async def main() -> None:
+    settings = load_settings(Settings)
+    configure_logging(SERVICE, settings.log_level)
+    async with running_ingestor(settings) as task:
+        await task  # runs until SIGTERM cancels us; a crash ends the process
 
 
 async def backfill_command(
@@ -255,6 +301,25 @@ async def backfill_command(
     return 0
 
 
+def backfill(args: argparse.Namespace) -> int:
+    """The ``backfill`` command: its own settings, logging and event loop; answers the exit code."""
+    settings = load_settings(Settings)
+    symbols = (
+        [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        if args.symbols
+        else settings.symbol_list
+    )
+    interval = cast(Interval, args.interval)  # argparse choices: 1m, 1h, 1d
+    code = 0
+
+    async def job() -> None:
+        nonlocal code
+        code = await backfill_command(settings, symbols, interval, args.days)
+
+    run(job)
+    return code
+
+
 def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="tickwatch-ingestor", description="Tickwatch market-data ingestor."
@@ -265,23 +330,9 @@ def cli(argv: list[str] | None = None) -> None:
     bf.add_argument("--interval", choices=("1m", "1h", "1d"), required=True)
     bf.add_argument("--days", type=int, required=True)
     args = parser.parse_args(argv)
-    settings = load_settings(Settings)
     if args.command == "backfill":
-        symbols = (
-            [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-            if args.symbols
-            else settings.symbol_list
-        )
-        code = 0
-
-        async def job() -> None:
-            nonlocal code
-            interval = cast(Interval, args.interval)  # argparse choices: 1m, 1h, 1d
-            code = await backfill_command(settings, symbols, interval, args.days)
-
-        run(job)
-        raise SystemExit(code)
-    run(lambda: main(settings))
+        raise SystemExit(backfill(args))
+    run(main)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Which market sources run: the start-up probe, the replay fallback, and what ``/ready`` says."""
+"""The market sources at run time: the start-up probe (which ones answer) and what ``/ready`` says.
+
+Which of them run, or the replay fallback, is decided from the probe in ``source_choice``.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,6 @@ from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoError
 from tickwatch_ingestor.normalise import exchange_symbol_guess
 
 log = structlog.get_logger(__name__)
-
-FALLBACK_MESSAGE = (
-    "neither Binance nor CoinGecko is reachable; falling back to the bundled replay session"
-)
 
 
 class Source(Protocol):

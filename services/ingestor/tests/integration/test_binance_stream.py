@@ -121,11 +121,13 @@ async def test_the_lifetime_switch_over_loses_and_duplicates_no_tick(stack: Any)
         shard = b.source.shards[0]
         async with reading(stack.kafka_bootstrap_servers, TICKS, {sym}) as ticks:
             sent: list[int] = []
-            deadline = time.monotonic() + 10
-            while shard.switchovers < 2 and time.monotonic() < deadline:
+
+            async def trade_then_two_switchovers() -> bool:
                 sent.append(await b.fake.agg_trade(ex, f"{100 + len(sent)}.5"))
-                await asyncio.sleep(0.005)  # a trade every ~5 ms, while connections change
-            assert shard.switchovers >= 2
+                return bool(shard.switchovers >= 2)
+
+            # A trade every ~5 ms, while connections change.
+            await wait_until(trade_then_two_switchovers, 10, "two switch-overs", interval_s=0.005)
             seen = await ticks.wait_for(lambda r: len({x["trade_id"] for x in r}) >= len(sent), 5)
         ids = [r["trade_id"] for r in seen]
         assert sorted(ids) == sent, "every trade exactly once"

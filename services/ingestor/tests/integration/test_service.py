@@ -18,7 +18,7 @@ import pytest
 from tickwatch_common.topics import CANDLES, TICKS
 from tickwatch_devstack.infra import free_port
 from tickwatch_devstack.testing import wait_until
-from tickwatch_ingestor.sources import FALLBACK_MESSAGE
+from tickwatch_ingestor.source_choice import FALLBACK_MESSAGE
 from tickwatch_testkit import FakeBinance, FakeCoinGecko
 from tickwatch_testkit.topic_reader import reading
 
