@@ -9,9 +9,11 @@ from tickwatch_gateway.alerts.domain import (
     AlertInvalid,
     AlertSpec,
     address_allowed,
+    apply_patch,
     check_rules,
     check_webhook_target,
     effective_status,
+    patch_needs_future_expiry,
 )
 
 NOW = 1_800_000_000_000
@@ -148,3 +150,40 @@ async def test_webhook_hosts_are_resolved_and_every_address_must_be_public() -> 
     # The setting for development lets private addresses through, never other schemes.
     assert await check("http://127.0.0.1:9000/", allow=True) is None
     assert await check("gopher://127.0.0.1/", allow=True) is not None
+
+
+# ---------------------------------------------------------------- the PATCH merge
+
+PRICE = AlertSpec(
+    symbol="BTC-USDT",
+    condition="above",
+    target_price=Decimal("70000"),
+    channels=("email", "webhook"),
+    webhook_url="https://hooks.example.com/x",
+)
+
+
+def test_a_patch_changes_only_what_it_gives() -> None:
+    merged = apply_patch(PRICE, {"note": "hi", "cooldown_seconds": 60})
+    assert merged == AlertSpec(**{**PRICE.__dict__, "note": "hi", "cooldown_seconds": 60})
+
+
+def test_switching_to_pct_change_drops_the_target_and_back_drops_pct_and_window() -> None:
+    pct = apply_patch(PRICE, {"condition": "pct_change", "pct": Decimal(5), "window_seconds": 60})
+    assert (pct.target_price, pct.pct, pct.window_seconds) == (None, Decimal(5), 60)
+    back = apply_patch(pct, {"condition": "below", "target_price": Decimal(1)})
+    assert (back.target_price, back.pct, back.window_seconds) == (Decimal(1), None, None)
+
+
+def test_dropping_the_webhook_channel_drops_its_url_unless_the_patch_sets_one() -> None:
+    assert apply_patch(PRICE, {"channels": ("email",)}).webhook_url is None
+    kept = apply_patch(PRICE, {"channels": ("email",), "webhook_url": "https://a.example/"})
+    assert kept.webhook_url == "https://a.example/"  # check_rules then names the field
+
+
+def test_only_a_new_expiry_or_a_reactivation_must_lie_in_the_future() -> None:
+    assert patch_needs_future_expiry(PRICE, {"expires_at_ms"})
+    assert patch_needs_future_expiry(PRICE, {"status"})
+    assert not patch_needs_future_expiry(PRICE, {"note"})
+    paused = apply_patch(PRICE, {"status": "paused"})
+    assert not patch_needs_future_expiry(paused, {"status", "expires_at_ms"})

@@ -12,6 +12,7 @@ hash per request for API keys). Passwords use argon2id with OWASP's parameters.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -33,7 +34,12 @@ LEEWAY_S = 5  # clock skew allowed on exp and iat
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-_DUMMY_HASH = PASSWORDS.hash("not a real password, for constant-time misses")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What a missing user's password is checked against (made on first use, not at import)."""
+    return PASSWORDS.hash("not a real password, for constant-time misses")
 
 
 class InvalidToken(Exception):
@@ -128,6 +134,6 @@ def hash_password(password: str) -> str:
 def verify_password(stored: str | None, password: str) -> bool:
     """True when ``password`` matches; a missing user costs the same time as a wrong password."""
     try:
-        return PASSWORDS.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return PASSWORDS.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False

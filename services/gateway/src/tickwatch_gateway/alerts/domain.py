@@ -10,7 +10,7 @@ import asyncio
 import ipaddress
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -112,9 +112,39 @@ def check_rules(
     return replace(spec, symbol=symbol)
 
 
-def effective_status(status: str, expires_at_ms: int | None, now_ms: int) -> str:
+def apply_patch(current: AlertSpec, changes: Mapping[str, object]) -> AlertSpec:
+    """``current`` with the fields a PATCH gave (``changes``, by :class:`AlertSpec` field name,
+    already in domain types) and what they imply: switching to ``pct_change`` drops a target
+    price, switching away drops ``pct`` and ``window_seconds``, and dropping the webhook
+    channel drops its URL, unless the PATCH set those too. Not yet checked: see
+    :func:`check_rules` and :func:`patch_needs_future_expiry`."""
+    values: dict[str, object] = {**current.__dict__, **changes}
+    if values["condition"] == "pct_change" and "target_price" not in changes:
+        values["target_price"] = None
+    if values["condition"] != "pct_change":
+        for name in ("pct", "window_seconds"):
+            if name not in changes:
+                values[name] = None
+    channels = values["channels"]
+    assert isinstance(channels, tuple)
+    if "webhook" not in channels and "webhook_url" not in changes:
+        values["webhook_url"] = None
+    return AlertSpec(**values)  # type: ignore[arg-type]
+
+
+def patch_needs_future_expiry(spec: AlertSpec, changed: Iterable[str]) -> bool:
+    """A new expiry, or re-activation, must be in the future; an expired alert whose note
+    changes stays expired."""
+    return spec.status == "active" and bool({"expires_at_ms", "status"} & set(changed))
+
+
+# The statuses that turn ``expired`` once ``expires_at`` has passed (the store's SQL reads it).
+EXPIRING: tuple[AlertStatus, ...] = ("active", "paused")
+
+
+def effective_status(status: AlertStatus, expires_at_ms: int | None, now_ms: int) -> AlertStatus:
     """``expired`` once an active or paused alert's ``expires_at`` has passed."""
-    if status in ("active", "paused") and expires_at_ms is not None and expires_at_ms <= now_ms:
+    if status in EXPIRING and expires_at_ms is not None and expires_at_ms <= now_ms:
         return "expired"
     return status
 

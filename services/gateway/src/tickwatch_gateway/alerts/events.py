@@ -47,6 +47,11 @@ class AlertListCache:
 
         return await self.guard.call(get, None)
 
+    @staticmethod
+    def page_key(page: int, per_page: int, status: str | None, symbol: str | None) -> str:
+        """One cached answer per page of the list, filter and canonical symbol."""
+        return f"{page}:{per_page}:{status}:{symbol}"
+
     def _key(self, user_id: str, version: int, query: str) -> str:
         return f"{self.guard.prefix}cache:alerts:{user_id}:v{version}:{query}"
 

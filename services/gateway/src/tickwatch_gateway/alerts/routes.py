@@ -32,8 +32,10 @@ from tickwatch_gateway.alerts.domain import (
     AlertInvalid,
     AlertSpec,
     FieldError,
+    apply_patch,
     check_rules,
     check_webhook_target,
+    patch_needs_future_expiry,
     resolve_host,
 )
 from tickwatch_gateway.alerts.keys import ALERT_CACHE, ALERT_SETTINGS, ALERT_STORE
@@ -393,7 +395,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     if query.symbol is not None:
         symbol = request.app[SYMBOLS].resolve(query.symbol) or query.symbol.strip().upper()
     cache = request.app[ALERT_CACHE]
-    key = f"{query.page}:{query.per_page}:{query.status}:{symbol}"
+    key = cache.page_key(query.page, query.per_page, query.status, symbol)
     version = await cache.version(principal.user_id)
     headers = {"Cache-Control": "private, no-cache"}
     if version is not None:
@@ -438,29 +440,20 @@ async def update_alert(request: web.Request) -> web.Response:
         await _check_webhook(request, patch.webhook_url)
     expires_ms = _ms(patch.expires_at)
 
+    changes: dict[str, object] = {}
+    for name in given:
+        value = getattr(patch, name)
+        if name in ("target_price", "pct"):
+            value = _decimal(value)
+        elif name == "channels":
+            value = tuple(value)
+        elif name == "expires_at":
+            name, value = "expires_at_ms", expires_ms
+        changes[name] = value
+
     def merge(current: Alert) -> AlertSpec:
-        values: dict[str, Any] = current.spec().__dict__.copy()
-        for name in given:
-            value = getattr(patch, name)
-            if name in ("target_price", "pct"):
-                value = _decimal(value)
-            elif name == "channels":
-                value = tuple(value)
-            elif name == "expires_at":
-                name, value = "expires_at_ms", expires_ms
-            values[name] = value
-        if values["condition"] == "pct_change" and "target_price" not in given:
-            values["target_price"] = None
-        if values["condition"] != "pct_change":
-            for name in ("pct", "window_seconds"):
-                if name not in given:
-                    values[name] = None
-        if "webhook" not in values["channels"] and "webhook_url" not in given:
-            values["webhook_url"] = None
-        spec = AlertSpec(**values)
-        # A new expiry, or re-activation, must be in the future; an expired alert whose note
-        # changes stays expired.
-        check_expiry = spec.status == "active" and bool({"expires_at", "status"} & given)
+        spec = apply_patch(current.spec(), changes)
+        check_expiry = patch_needs_future_expiry(spec, changes)
         return _validated(request, spec, check_expiry=check_expiry)
 
     try:

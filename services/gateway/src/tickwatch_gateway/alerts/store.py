@@ -20,7 +20,12 @@ from tickwatch_common.events import AlertState, NotificationStatus, Trigger
 from tickwatch_common.events.alerts import AlertStatus, ChannelName, Condition, Frequency
 from tickwatch_common.events.base import now_ms
 
-from tickwatch_gateway.alerts.domain import AlertSpec, effective_status, new_webhook_secret
+from tickwatch_gateway.alerts.domain import (
+    EXPIRING,
+    AlertSpec,
+    effective_status,
+    new_webhook_secret,
+)
 from tickwatch_gateway.alerts.reconcile import TableEntry
 from tickwatch_gateway.runtime.clock import EPOCH, ms_from_datetime
 
@@ -28,8 +33,9 @@ OUTBOX_CHANNEL = "alert_outbox"
 # An alert (``a``) with a change still waiting for the relay.
 _PENDING = "EXISTS (SELECT 1 FROM alert_outbox o WHERE o.alert_id = a.id AND o.sent_at IS NULL)"
 
+# domain.effective_status, in SQL (for filters and the cap): the same statuses expire.
 EFFECTIVE_STATUS = (
-    "CASE WHEN status IN ('active', 'paused') AND expires_at IS NOT NULL"
+    f"CASE WHEN status IN ({', '.join(repr(s) for s in EXPIRING)}) AND expires_at IS NOT NULL"
     " AND expires_at <= now() THEN 'expired' ELSE status END"
 )
 
@@ -73,7 +79,7 @@ class Alert:
             status=self.status,
         )
 
-    def effective_status(self, now: int | None = None) -> str:
+    def effective_status(self, now: int | None = None) -> AlertStatus:
         return effective_status(self.status, self.expires_at_ms, now_ms() if now is None else now)
 
 
