@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import socket
 import time
@@ -23,6 +22,12 @@ import aiosmtplib
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from tickwatch_common.events import Trigger, TriggerChannel
+from tickwatch_common.ssrf import (
+    BlockedAddress,
+    is_localhost_name,
+    is_public_address,
+    parse_host_address,
+)
 
 from tickwatch_notifier.messages import Templates, email_message, message_id, webhook_body
 from tickwatch_notifier.smtp_pool import PooledSMTP, SmtpPool
@@ -196,15 +201,10 @@ class SendGridEmail:
             return Outcome("transient", f"SendGrid {type(exc).__name__}: {exc}"[:300])
 
 
-class ForbiddenAddress(OSError):
-    """A webhook host that is, or resolves to, a loopback, private or link-local address."""
-
-
-def public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+class ForbiddenAddress(BlockedAddress, OSError):
+    """A webhook host that is, or resolves only to, non-public addresses
+    (:mod:`tickwatch_common.ssrf`); an ``OSError`` too, the failure aiohttp expects from a
+    resolver (it wraps it in a ``ClientConnectorError``)."""
 
 
 class PublicOnlyResolver(AbstractResolver):
@@ -222,7 +222,7 @@ class PublicOnlyResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = [
-            r for r in await self.inner.resolve(host, port, family) if public_address(r["host"])
+            r for r in await self.inner.resolve(host, port, family) if is_public_address(r["host"])
         ]
         if not results:
             raise ForbiddenAddress(f"{host!r} resolves to no public address")
@@ -237,15 +237,15 @@ def guarded_connector(inner: AbstractResolver | None = None) -> aiohttp.TCPConne
 
 
 def literal_host_refused(url: str) -> str | None:
-    """aiohttp skips the resolver for literal IPs and we refuse ``localhost`` names outright."""
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    """aiohttp skips the resolver for what looks like an IP literal (``127.1`` and
+    ``2130706433`` included, which the system then reads as 127.0.0.1), so literals in every
+    spelling are judged here; ``localhost`` names are refused outright."""
+    host = urlsplit(url).hostname or ""
+    if is_localhost_name(host):
         return "webhook host is loopback"
-    try:
-        if not public_address(host):
-            return "webhook host is not a public address"
-    except ValueError:
-        pass
+    literal = parse_host_address(host)
+    if literal is not None and not is_public_address(str(literal)):
+        return "webhook host is not a public address"
     return None
 
 
@@ -288,7 +288,7 @@ class Webhook:
             ) as resp:
                 return http_outcome(resp.status, await resp.text())
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(_root_cause(exc), ForbiddenAddress):
+            if isinstance(_root_cause(exc), BlockedAddress):
                 return Outcome("permanent", f"webhook refused: {_root_cause(exc)}"[:300])
             return Outcome("transient", f"webhook {type(exc).__name__}: {exc}"[:300])
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -298,10 +298,10 @@ class Webhook:
 def _root_cause(exc: BaseException) -> Any:
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ForbiddenAddress):
+        if isinstance(seen, BlockedAddress):
             return seen
         os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, ForbiddenAddress):
+        if isinstance(os_error, BlockedAddress):
             return os_error
         seen = seen.__cause__ or seen.__context__
     return None
