@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from aiohttp import WSMsgType
@@ -104,3 +105,47 @@ async def test_protocol_errors_auth_and_limits(make_client: Any) -> None:
     msg = await ws.receive(timeout=5)
     assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
     await ws.close()
+
+
+async def closed_with(ws: Any, timeout_s: float = 20) -> str:
+    """Read until the server closes; the error it sent before closing."""
+    error = ""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            msg = await ws.receive()
+            if msg.type == WSMsgType.TEXT and '"error"' in msg.data:
+                error = msg.json()["error"]
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                return error
+
+
+async def test_logout_ends_the_logins_sockets_on_every_replica(make_client: Any) -> None:
+    shared = {"redis_prefix": f"t-{uuid.uuid4().hex[:10]}:", "ws_session_check_s": 0.2}
+    here, there = await make_client(**shared), await make_client(**shared)
+    user, other = await signup(here), await signup(here)
+    by_op = await here.ws_connect("/ws")  # authenticated with {"op": "auth"}
+    await by_op.send_json({"op": "auth", "token": user["access_token"]})
+    assert (await by_op.receive_json(timeout=5))["op"] == "authenticated"
+    by_header = await there.ws_connect("/ws", headers=user["headers"])  # at the upgrade
+    bystander = await there.ws_connect("/ws", headers=other["headers"])
+    for ws in (by_op, by_header, bystander):
+        await ws.send_json({"op": "subscribe", "channels": ["alerts"]})
+        assert (await ws.receive_json(timeout=5))["op"] == "subscribed"
+
+    resp = await here.post("/api/v1/auth/logout", headers=user["headers"])
+    assert resp.status == 204
+
+    assert await closed_with(by_op) == "session ended: login revoked"
+    assert await closed_with(by_header) == "session ended: login revoked"
+    await bystander.send_json({"op": "ping"})  # another user's login is untouched
+    assert (await bystander.receive_json(timeout=5))["op"] == "pong"
+    await bystander.close()
+
+
+async def test_a_socket_ends_when_its_access_token_expires(make_client: Any) -> None:
+    client = await make_client(access_token_ttl_s=2, ws_session_check_s=0.2)
+    user = await signup(client)
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"op": "auth", "token": user["access_token"]})
+    assert (await ws.receive_json(timeout=5))["op"] == "authenticated"
+    assert await closed_with(ws) == "session ended: access token expired"

@@ -9,11 +9,16 @@ from tickwatch_gateway.accounts.admission import (
     require_ops,
     verify_access,
 )
+from tickwatch_gateway.accounts.keys import SESSIONS
+from tickwatch_gateway.accounts.session_watch import SessionWatch, Watched
 from tickwatch_gateway.accounts.wiring import install_accounts, register_accounts
 
 __all__ = [
     "PRINCIPAL",
+    "SESSIONS",
     "Principal",
+    "SessionWatch",
+    "Watched",
     "admit",
     "install_accounts",
     "register_accounts",

@@ -38,6 +38,7 @@ class Principal:
     via: Literal["jwt", "api_key"]
     key_id: str | None = None
     session_id: str | None = None  # the login of an access token
+    expires_at: int | None = None  # an access token's expiry (epoch seconds)
 
     @property
     def identity(self) -> str:
@@ -75,7 +76,13 @@ async def authenticate(request: web.Request) -> Principal | None:
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization must be 'Bearer <access token>'")
         claims = await verify_access(request.app, token.strip())
-        return Principal(claims.user_id, frozenset(SCOPES), "jwt", session_id=claims.session_id)
+        return Principal(
+            claims.user_id,
+            frozenset(SCOPES),
+            "jwt",
+            session_id=claims.session_id,
+            expires_at=claims.expires_at,
+        )
     if api_key is not None:
         key = None
         if api_key.startswith(API_KEY_PREFIX) and len(api_key) < 200:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import cast
 
 import asyncpg
@@ -71,6 +71,7 @@ class LoginRevocations:
         self._trusted = False  # the Redis copy is known complete (first check fills it)
         self._next_fill = 0.0
         self._fill_lock = asyncio.Lock()
+        self.on_revoke: Callable[[], None] = lambda: None  # the session watch checks at once
 
     def _key(self, sid: str) -> str:
         return f"{self.guard.prefix}revoked-login:{sid}"
@@ -83,6 +84,7 @@ class LoginRevocations:
         for sid in sids:
             self._here[sid] = expires
         self._prune()
+        self.on_revoke()
 
         async def setex(r: Redis) -> bool:
             async with r.pipeline(transaction=False) as pipe:

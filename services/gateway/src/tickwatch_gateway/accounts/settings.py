@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from tickwatch_common.settings import BaseServiceSettings
+
+from tickwatch_gateway.runtime.settings import RuntimeSettings
 
 
-class AccountSettings(BaseServiceSettings):
+class AccountSettings(RuntimeSettings):
     jwt_secret: SecretStr = Field(min_length=32, description="HS256 signing key, 32+ bytes")
     jwt_issuer: str = "tickwatch"
     jwt_audience: str = "tickwatch-api"
@@ -14,4 +15,10 @@ class AccountSettings(BaseServiceSettings):
     refresh_token_ttl_s: int = 30 * 24 * 3600
     api_key_touch_interval_s: float = Field(
         default=60, description="An API key's last_used_at is written at most this often"
+    )
+    ws_session_check_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the WebSockets of a login are checked against logout and token"
+        " expiry (a logout on this replica is acted on at once)",
     )

@@ -3,18 +3,27 @@ revocations on the shared pool and Redis."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from tickwatch_gateway.accounts import api_key_routes, routes
-from tickwatch_gateway.accounts.keys import ACCOUNT_SETTINGS, ACCOUNTS, REVOCATIONS, TOKENS
+from tickwatch_gateway.accounts.keys import (
+    ACCOUNT_SETTINGS,
+    ACCOUNTS,
+    REVOCATIONS,
+    SESSIONS,
+    TOKENS,
+)
 from tickwatch_gateway.accounts.revocation import LoginRevocations
+from tickwatch_gateway.accounts.session_watch import SessionWatch
 from tickwatch_gateway.accounts.settings import AccountSettings
 from tickwatch_gateway.accounts.store import AccountStore
 from tickwatch_gateway.accounts.tokens import LEEWAY_S, TokenIssuer
 from tickwatch_gateway.http.openapi import Api
-from tickwatch_gateway.runtime.keys import POOL, REDIS
+from tickwatch_gateway.runtime.keys import POOL, REDIS, TASKS
+from tickwatch_gateway.runtime.shutdown import stop_tasks
 
 
 def install_accounts(app: web.Application, settings: AccountSettings) -> None:
@@ -31,10 +40,17 @@ def install_accounts(app: web.Application, settings: AccountSettings) -> None:
         app[ACCOUNTS] = AccountStore(
             app[POOL], settings.refresh_token_ttl_s, settings.api_key_touch_interval_s
         )
-        app[REVOCATIONS] = LoginRevocations(
+        app[REVOCATIONS] = revocations = LoginRevocations(
             app[REDIS], app[POOL], settings.access_token_ttl_s + LEEWAY_S
         )
-        yield
+        app[SESSIONS] = sessions = SessionWatch(revocations, settings.ws_session_check_s)
+        revocations.on_revoke = sessions.poke
+        task = asyncio.create_task(sessions.run(), name="ws-session-watch")
+        app[TASKS].append(task)
+        try:
+            yield
+        finally:
+            await stop_tasks([task], settings.shutdown_timeout_s)
 
     app.cleanup_ctx.append(stores)
 

@@ -16,11 +16,18 @@ import contextlib
 import json
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from tickwatch_gateway.accounts import PRINCIPAL, Principal, verify_access
+from tickwatch_gateway.accounts import (
+    PRINCIPAL,
+    SESSIONS,
+    Principal,
+    SessionWatch,
+    Watched,
+    verify_access,
+)
 from tickwatch_gateway.http.problems import ProblemError
-from tickwatch_gateway.market.fanout import PRICES_ALL, WS_CONNECTIONS, Outgoing, Subscriber
+from tickwatch_gateway.market.fanout import PRICES_ALL, WS_CONNECTIONS, Hub, Outgoing, Subscriber
 from tickwatch_gateway.market.keys import BOOK, HUB, MARKET_SETTINGS, SYMBOLS
 from tickwatch_gateway.market.rollup import INTERVAL_MS
 
@@ -64,9 +71,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     sub = Subscriber(ws.send_str, request.transport)
+    session = _Session(request.app[SESSIONS], ws, sub, hub)
     principal = request.get(PRINCIPAL)
     if isinstance(principal, Principal):
         sub.user_id = principal.user_id
+        if principal.via == "jwt" and principal.expires_at is not None:
+            session.start(principal.session_id, principal.expires_at)
     pump = asyncio.create_task(_pump(sub, ws))
     WS_CONNECTIONS.inc()
     try:
@@ -80,8 +90,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             except ValueError:
                 await ws.send_json({"op": "error", "error": "send JSON objects"})
                 continue
-            await _handle(request, ws, sub, request_)
+            await _handle(request, ws, sub, session, request_)
     finally:
+        session.stop()
         WS_CONNECTIONS.dec()
         hub.remove(sub)
         pump.cancel()
@@ -96,8 +107,38 @@ async def _pump(sub: Subscriber, ws: web.WebSocketResponse) -> None:
     await ws.close()
 
 
+class _Session:
+    """The login a socket is authenticated as, watched so that the socket closes when the
+    login is revoked (logout on any replica) or its access token expires."""
+
+    def __init__(
+        self, watch: SessionWatch, ws: web.WebSocketResponse, sub: Subscriber, hub: Hub
+    ) -> None:
+        self.watch, self.ws, self.sub, self.hub = watch, ws, sub, hub
+        self.watched: Watched | None = None
+
+    def start(self, session_id: str | None, expires_at_s: int) -> None:
+        self.stop()
+        self.watched = self.watch.watch(session_id, expires_at_s, self.end)
+
+    def stop(self) -> None:
+        if self.watched is not None:
+            self.watch.unwatch(self.watched)
+            self.watched = None
+
+    async def end(self, reason: str) -> None:
+        self.hub.remove(self.sub)  # nothing private is sent after this
+        self.sub.user_id = None
+        await self.ws.send_json({"op": "error", "error": f"session ended: {reason}"})
+        await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+
+
 async def _handle(
-    request: web.Request, ws: web.WebSocketResponse, sub: Subscriber, msg: dict[str, Any]
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    sub: Subscriber,
+    session: _Session,
+    msg: dict[str, Any],
 ) -> None:
     op = msg.get("op")
     hub = request.app[HUB]
@@ -111,6 +152,7 @@ async def _handle(
             await ws.send_json({"op": "error", "error": exc.detail})
             return
         sub.user_id = claims.user_id
+        session.start(claims.session_id, claims.expires_at)
         await ws.send_json({"op": "authenticated", "user_id": claims.user_id})
     elif op in ("subscribe", "unsubscribe"):
         raw = msg.get("channels")
