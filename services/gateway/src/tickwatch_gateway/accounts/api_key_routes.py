@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
+from tickwatch_common.text import CleanText
 
 from tickwatch_gateway.accounts.admission import require
 from tickwatch_gateway.accounts.keys import ACCOUNTS
@@ -20,7 +21,7 @@ Scope = Literal["read", "alerts:write", "portfolio:write"]
 class CreateKeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, CleanText(min_length=1, max_length=100)]
     scopes: list[Scope] = Field(default=["read"], min_length=1, max_length=3)
 
 

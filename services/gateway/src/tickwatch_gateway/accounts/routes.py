@@ -6,7 +6,8 @@ import asyncio
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
+from tickwatch_common.text import CleanText
 
 from tickwatch_gateway.accounts.admission import require, unauthorized
 from tickwatch_gateway.accounts.keys import ACCOUNT_SETTINGS, ACCOUNTS, REVOCATIONS, TOKENS
@@ -17,9 +18,11 @@ from tickwatch_gateway.http.problems import ProblemError, parse_body
 
 Email = Annotated[
     str,
-    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    CleanText(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+# Any character a keyboard can type, tab and line breaks included (what no string can hold is
+# still refused: NUL, lone surrogates).
+Password = Annotated[str, CleanText(min_length=8, max_length=256, multiline=True)]
 
 
 class RegisterBody(BaseModel):
@@ -27,26 +30,26 @@ class RegisterBody(BaseModel):
 
     email: Email
     password: Password
-    name: Annotated[str, StringConstraints(max_length=100)] | None = None
+    name: Annotated[str, CleanText(max_length=100)] | None = None
 
 
 class LoginBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: Email
-    password: Annotated[str, StringConstraints(max_length=256)]
+    password: Annotated[str, CleanText(max_length=256, multiline=True)]
 
 
 class RefreshBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    refresh_token: Annotated[str, CleanText(min_length=1, max_length=200)]
 
 
 class LogoutBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    refresh_token: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+    refresh_token: Annotated[str, CleanText(max_length=200)] | None = Field(
         default=None,
         description="Also revoke this login; every login of the user when absent"
         " (the caller's own login is always revoked)",

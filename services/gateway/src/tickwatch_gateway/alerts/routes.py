@@ -19,11 +19,11 @@ from pydantic import (
     Field,
     RootModel,
     Strict,
-    StringConstraints,
     ValidationError,
 )
 from tickwatch_common.events.alerts import AlertStatus, ChannelName, Condition, Frequency
 from tickwatch_common.events.base import now_ms
+from tickwatch_common.text import CleanText
 
 from tickwatch_gateway.accounts import require
 from tickwatch_gateway.alerts.domain import (
@@ -49,17 +49,15 @@ from tickwatch_gateway.runtime.clock import iso_from_ms, ms_from_datetime
 PositiveDecimal = Annotated[
     str,
     Field(
-        pattern=r"^\d{1,20}(\.\d{1,18})?$",
+        pattern=r"^[0-9]{1,20}(\.[0-9]{1,18})?$",
         examples=["70000"],
         description="a positive exact decimal string",
     ),
 ]
 DecimalOut = Annotated[str, Field(examples=["67012.34"], description="exact decimal string")]
-SymbolIn = Annotated[
-    str, StringConstraints(min_length=1, max_length=41), Field(examples=["BTC-USDT"])
-]
-Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-Note = Annotated[str, StringConstraints(max_length=500)]
+SymbolIn = Annotated[str, CleanText(min_length=1, max_length=41), Field(examples=["BTC-USDT"])]
+Url = Annotated[str, CleanText(min_length=1, max_length=2048)]
+Note = Annotated[str, CleanText(max_length=500, multiline=True)]
 Channels = Annotated[list[ChannelName], Field(min_length=1, max_length=2)]
 UniqueChannels = Annotated[
     list[ChannelName], Field(min_length=1, max_length=2, json_schema_extra={"uniqueItems": True})
@@ -67,7 +65,7 @@ UniqueChannels = Annotated[
 Percent = Annotated[
     str,
     Field(
-        pattern=r"^(\d{1,3}(\.\d{1,18})?|1000)$",
+        pattern=r"^([0-9]{1,3}(\.[0-9]{1,18})?|1000)$",
         examples=["5"],
         description="a positive percentage, at most 1000, as an exact decimal string",
     ),
@@ -183,7 +181,7 @@ class AlertListQuery(BaseModel):
     page: int = Field(default=1, ge=1, le=100_000)
     per_page: int = Field(default=20, ge=1, le=100)
     status: AlertStatus | None = None
-    symbol: Annotated[str, StringConstraints(max_length=41)] | None = None
+    symbol: Annotated[str, CleanText(max_length=41)] | None = None
 
 
 class PageQuery(BaseModel):

@@ -9,7 +9,9 @@ from pydantic import Field
 
 DecimalString = Annotated[
     str,
-    Field(pattern=r"^-?\d+(\.\d+)?$", examples=["67012.34"], description="exact decimal string"),
+    Field(
+        pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["67012.34"], description="exact decimal string"
+    ),
 ]
 Timestamp = Annotated[
     str, Field(examples=["2026-11-23T10:00:00.000Z"], description="ISO-8601, UTC, Z suffix")
