@@ -1,28 +1,24 @@
-"""Price alerts as data: the rules an alert must satisfy, and the webhook address check.
+"""Price alerts as data: the rules an alert must satisfy, its effective status, the PATCH merge.
 
-No I/O except :func:`resolve_host`, which the webhook check takes as a parameter so the rules
-can be tested with plain data. Every rule answers the field at fault, so the API can say which.
+No I/O: the webhook URL's syntax is judged here, its host (resolved, every address public) by
+``tickwatch_common.ssrf.check_webhook_target`` in the route, the same guard the notifier applies
+when it connects. Every rule answers the field at fault, so the API can say which.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import secrets
-import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 from tickwatch_common.events.alerts import AlertStatus, ChannelName, Condition, Frequency
+from tickwatch_common.ssrf import webhook_url_problem
 
 MAX_WINDOW_S = 7 * 24 * 3600
 MAX_COOLDOWN_S = 30 * 24 * 3600
 MAX_PCT = Decimal(1000)
 MAX_URL_LENGTH = 2048
-
-Resolver = Callable[[str], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ def check_rules(
     if spec.webhook_url and "webhook" not in spec.channels:
         errors.append(FieldError("webhook_url", "add 'webhook' to channels to use a webhook_url"))
     if spec.webhook_url:
-        problem = webhook_url_syntax(spec.webhook_url)
+        problem = webhook_url_problem(spec.webhook_url, MAX_URL_LENGTH)
         if problem:
             errors.append(FieldError("webhook_url", problem))
     expired = spec.expires_at_ms is not None and spec.expires_at_ms <= now_ms
@@ -154,71 +150,3 @@ def new_webhook_secret() -> str:
 
 
 # ---------------------------------------------------------------- webhooks: no SSRF
-
-
-def webhook_url_syntax(url: str) -> str | None:
-    """Why ``url`` cannot be a webhook, judged by its text alone; ``None`` when it can."""
-    if len(url) > MAX_URL_LENGTH:
-        return f"at most {MAX_URL_LENGTH} characters"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "must be an http or https URL"
-    if not parts.hostname:
-        return "must name a host"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry credentials"
-    if port == 0:
-        return "port 0 is not allowed"
-    return None
-
-
-def address_allowed(address: str) -> bool:
-    """Only public unicast addresses: never loopback, private, link-local, multicast, reserved."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
-        if mapped is not None:
-            ip = mapped
-    return ip.is_global and not ip.is_multicast
-
-
-async def check_webhook_target(url: str, *, allow_private: bool, resolve: Resolver) -> str | None:
-    """Why the webhook at ``url`` must be refused (its syntax, or a host that is or resolves to a
-    non-public address); ``None`` when it may be called. The notifier checks again when it
-    connects (its PublicOnlyResolver), since a name can resolve differently later."""
-    problem = webhook_url_syntax(url)
-    if problem or allow_private:
-        return problem
-    host = urlsplit(url).hostname or ""
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [str(literal)]
-    elif host.lower().rstrip(".") in ("localhost",) or host.lower().endswith(".localhost"):
-        return "must not point at a loopback, private or link-local address"
-    else:
-        try:
-            addresses = await resolve(host)
-        except (OSError, TimeoutError, UnicodeError):
-            return f"host {host[:80]!r} does not resolve"
-        if not addresses:
-            return f"host {host[:80]!r} does not resolve"
-    if not all(address_allowed(a) for a in addresses):
-        return "must not point at a loopback, private or link-local address"
-    return None
-
-
-async def resolve_host(host: str, timeout_s: float = 3.0) -> list[str]:
-    """Every address ``host`` resolves to (the system resolver, bounded in time)."""
-    loop = asyncio.get_running_loop()
-    infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout_s)
-    return sorted({str(info[4][0]) for info in infos})

@@ -23,20 +23,20 @@ from pydantic import (
 )
 from tickwatch_common.events.alerts import AlertStatus, ChannelName, Condition, Frequency
 from tickwatch_common.events.base import now_ms
+from tickwatch_common.ssrf import check_webhook_target, resolve_host
 from tickwatch_common.text import CleanText
 
 from tickwatch_gateway.accounts import require
 from tickwatch_gateway.alerts.domain import (
     MAX_COOLDOWN_S,
+    MAX_URL_LENGTH,
     MAX_WINDOW_S,
     AlertInvalid,
     AlertSpec,
     FieldError,
     apply_patch,
     check_rules,
-    check_webhook_target,
     patch_needs_future_expiry,
-    resolve_host,
 )
 from tickwatch_gateway.alerts.keys import ALERT_CACHE, ALERT_SETTINGS, ALERT_STORE
 from tickwatch_gateway.alerts.store import ActiveCapReached, Alert, AlertEvent
@@ -313,7 +313,9 @@ async def _check_webhook(request: web.Request, url: str | None) -> None:
     if url is None:
         return
     allow = request.app[ALERT_SETTINGS].alerts_allow_private_webhooks
-    problem = await check_webhook_target(url, allow_private=allow, resolve=resolve_host)
+    problem = await check_webhook_target(
+        url, allow_private=allow, resolve=resolve_host, max_length=MAX_URL_LENGTH
+    )
     if problem:
         raise invalid([FieldError("webhook_url", problem)])
 
