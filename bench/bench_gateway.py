@@ -105,10 +105,15 @@ def wait_listening(port: int, timeout_s: float = 30) -> None:
 
 
 async def _connection(
-    port: int, path: str, stop_at: float, latencies: list[float], errors: list[int]
+    port: int,
+    path: str,
+    stop_at: float,
+    latencies: list[float],
+    errors: list[int],
+    headers: str = "",
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode()
     try:
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
@@ -127,16 +132,24 @@ async def _connection(
         writer.close()
 
 
-async def load(port: int, path: str, seconds: float, connections: int) -> dict[str, float]:
+async def load(
+    port: int, path: str, seconds: float, connections: int, headers: str = ""
+) -> dict[str, float]:
     warm: list[float] = []
     await asyncio.gather(
-        *(_connection(port, path, time.perf_counter() + 1, warm, []) for _ in range(connections))
+        *(
+            _connection(port, path, time.perf_counter() + 1, warm, [], headers)
+            for _ in range(connections)
+        )
     )
     latencies: list[float] = []
     errors: list[int] = []
     started = time.perf_counter()
     await asyncio.gather(
-        *(_connection(port, path, started + seconds, latencies, errors) for _ in range(connections))
+        *(
+            _connection(port, path, started + seconds, latencies, errors, headers)
+            for _ in range(connections)
+        )
     )
     elapsed = time.perf_counter() - started
     q = statistics.quantiles(latencies, n=100, method="inclusive")
@@ -419,6 +432,27 @@ async def prime(kafka: str, gateway_port: int) -> None:
     raise RuntimeError("the gateway never served the primed price")
 
 
+AUTH_CONNECTIONS = 15
+
+
+async def alerts_user(gateway_port: int, alerts: int = 10) -> str:
+    """A user with ``alerts`` alerts; the ``Authorization`` header line of their access token."""
+    base = f"http://127.0.0.1:{gateway_port}/api/v1"
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    credentials = {"email": email, "password": "bench-password"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/auth/register", json=credentials) as r:
+            assert r.status == 201, await r.text()
+        async with http.post(f"{base}/auth/login", json=credentials) as r:
+            token = (await r.json())["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        for n in range(alerts):
+            body = {"symbol": SYMBOL, "condition": "above", "target_price": str(100_000 + n)}
+            async with http.post(f"{base}/alerts", json=body, headers=auth) as r:
+                assert r.status == 201, await r.text()
+    return f"Authorization: Bearer {token}\r\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=4, help="per round and server")
@@ -459,6 +493,7 @@ def main() -> None:
         try:
             with service_process("gateway", env, gw_port, log_path=data_dir / "gateway.log"):
                 asyncio.run(prime(stack.kafka_bootstrap_servers, gw_port))
+                auth = asyncio.run(alerts_user(gw_port))
                 for port in bare_ports.values():
                     wait_listening(port)
                 path = f"/api/v1/prices/{SYMBOL}"
@@ -481,6 +516,19 @@ def main() -> None:
                     }
                     for kind, run in runs.items():
                         row[f"ratio_vs_{kind}"] = round(gw_run["rps"] / run["rps"], 3)
+                    # An authenticated cached read beside the public one, at 15 connections.
+                    public = uvloop.run(load(gw_port, path, args.seconds, AUTH_CONNECTIONS))
+                    private = uvloop.run(
+                        load(gw_port, "/api/v1/alerts", args.seconds, AUTH_CONNECTIONS, auth)
+                    )
+                    row |= {
+                        "public_price_rps": round(public["rps"]),
+                        "public_price_p99_ms": round(public["p99_ms"], 2),
+                        "auth_alerts_rps": round(private["rps"]),
+                        "auth_alerts_p99_ms": round(private["p99_ms"], 2),
+                        "auth_alerts_errors": private["errors"],
+                        "auth_vs_public": round(private["rps"] / public["rps"], 3),
+                    }
                     rounds.append(row)
                 results: dict[str, object] = {"http_rounds": rounds}
                 for kind in BARE_KINDS:
@@ -488,6 +536,9 @@ def main() -> None:
                         r[f"ratio_vs_{kind}"] for r in rounds
                     )
                 results["gateway_p99_ms_worst"] = max(r["gateway_p99_ms"] for r in rounds)
+                results["auth_vs_public_median"] = statistics.median(
+                    r["auth_vs_public"] for r in rounds
+                )
         finally:
             for bare in bares:
                 bare.terminate()
