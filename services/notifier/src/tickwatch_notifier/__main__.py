@@ -8,9 +8,17 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
+import asyncpg
+from aiokafka import AIOKafkaConsumer
 from tickwatch_common.checks import kafka_check, postgres_check, publishing_check
 from tickwatch_common.consumer_progress import ConsumerProgress
-from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer, stop_consuming
+from tickwatch_common.kafka import (
+    Publisher,
+    consume,
+    kafka_consumer,
+    kafka_producer,
+    stop_consuming,
+)
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, CheckResult, ops_server
 from tickwatch_common.postgres import migrate, postgres_pool
@@ -34,9 +42,14 @@ from tickwatch_notifier.settings import Settings
 SERVICE = "notifier"
 
 
-def email_channel(settings: Settings, templates: Templates, http: aiohttp.ClientSession) -> Channel:
+@asynccontextmanager
+async def email_channel(
+    settings: Settings, templates: Templates, http: aiohttp.ClientSession
+) -> AsyncIterator[Channel]:
+    """SendGrid when SENDGRID_API_KEY is set, else SMTP; SMTP's pooled connections are closed
+    (``QUIT``) on the way out, after the dispatcher's sends have finished."""
     if settings.sendgrid_api_key:
-        return SendGridEmail(
+        yield SendGridEmail(
             templates,
             http,
             api_key=settings.sendgrid_api_key,
@@ -44,7 +57,8 @@ def email_channel(settings: Settings, templates: Templates, http: aiohttp.Client
             mail_from=settings.mail_from,
             timeout_s=settings.sendgrid_timeout_s,
         )
-    return SmtpEmail(
+        return
+    smtp = SmtpEmail(
         templates,
         mail_from=settings.mail_from,
         host=settings.smtp_host,
@@ -58,6 +72,17 @@ def email_channel(settings: Settings, templates: Templates, http: aiohttp.Client
         pool_max_messages=settings.smtp_pool_max_messages,
         pool_idle_s=settings.smtp_pool_idle_s,
     )
+    try:
+        yield smtp
+    finally:
+        await smtp.close()
+
+
+def webhook_session(settings: Settings) -> aiohttp.ClientSession:
+    """Webhooks' own session: unless private addresses are allowed, it connects only to public
+    ones (checked at connect time, so DNS rebinding cannot reach inside)."""
+    allow_private = settings.notifier_allow_private_webhooks
+    return aiohttp.ClientSession(connector=None if allow_private else guarded_connector())
 
 
 def limits(settings: Settings) -> Limits:
@@ -80,6 +105,58 @@ def outcome_pool_settings(settings: Settings) -> Settings:
 
 
 @asynccontextmanager
+async def dispatching(
+    deliveries: DeliveryLog, publisher: Publisher, channels: dict[str, Channel], limits: Limits
+) -> AsyncIterator[Dispatcher]:
+    """The dispatcher; on the way out, sends in flight finish (bounded) and the rest stop."""
+    dispatcher = Dispatcher(deliveries, publisher, channels, limits)
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.close()
+
+
+@asynccontextmanager
+async def consuming(
+    worker: TriggerConsumer,
+    consumer: AIOKafkaConsumer,
+    publisher: Publisher,
+    dispatcher: Dispatcher,
+    progress: ConsumerProgress,
+) -> AsyncIterator[asyncio.Task[None]]:
+    """The sweeper and the consume loop (``worker.task``). On the way out the sweeper stops and
+    the batch in hand is finished, before the consumer leaves the group."""
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(dispatcher.run_sweeper())
+    worker.task = asyncio.create_task(
+        consume(consumer, worker.handle, dlq=publisher, commit=False, stop=stop, progress=progress)
+    )
+    try:
+        yield worker.task
+    finally:
+        sweeper.cancel()
+        await stop_consuming(worker.task, stop)
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+
+def readiness(
+    worker: TriggerConsumer, publisher: Publisher, pool: asyncpg.Pool, progress: ConsumerProgress
+) -> list[Check]:
+    async def consumer_assigned() -> CheckResult:
+        ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
+        return CheckResult(ok, "" if ok else "joining group")
+
+    return [
+        kafka_check(publisher.producer),
+        publishing_check(publisher.outcomes),
+        postgres_check(pool),
+        Check("consumer", consumer_assigned),
+        progress.check(),
+    ]
+
+
+@asynccontextmanager
 async def running_notifier(
     settings: Settings, *, serve_ops: bool = True
 ) -> AsyncIterator[TriggerConsumer]:
@@ -96,23 +173,21 @@ async def running_notifier(
             )
         )
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        allow_private = settings.notifier_allow_private_webhooks
-        webhook_http = await stack.enter_async_context(
-            aiohttp.ClientSession(connector=None if allow_private else guarded_connector())
-        )
+        webhook_http = await stack.enter_async_context(webhook_session(settings))
         templates = Templates(settings.public_base_url)
-        email = email_channel(settings, templates, http)
-        if isinstance(email, SmtpEmail):
-            stack.push_async_callback(email.close)  # after the dispatcher's sends have finished
+        email = await stack.enter_async_context(email_channel(settings, templates, http))
         channels: dict[str, Channel] = {
             "email": email,
             "webhook": Webhook(
-                webhook_http, timeout_s=settings.webhook_timeout_s, allow_private=allow_private
+                webhook_http,
+                timeout_s=settings.webhook_timeout_s,
+                allow_private=settings.notifier_allow_private_webhooks,
             ),
         }
         deliveries = DeliveryLog(pool, outcomes=outcomes_pool)
-        dispatcher = Dispatcher(deliveries, publisher, channels, limits(settings))
-        stack.push_async_callback(dispatcher.close)
+        dispatcher = await stack.enter_async_context(
+            dispatching(deliveries, publisher, channels, limits(settings))
+        )
         consumer = await stack.enter_async_context(
             kafka_consumer(
                 settings,
@@ -123,39 +198,22 @@ async def running_notifier(
         )
         worker = TriggerConsumer(consumer, dispatcher)
         consumer.subscribe(topics=[ALERTS_TRIGGERED.name], listener=worker.listener())
-
-        async def consuming() -> CheckResult:
-            ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
-            return CheckResult(ok, "" if ok else "joining group")
-
         progress = ConsumerProgress(
             settings.notifier_group, consumer, stall_s=settings.consumer_stall_s
         )
-        checks = [
-            kafka_check(publisher.producer),
-            publishing_check(publisher.outcomes),
-            postgres_check(pool),
-            Check("consumer", consuming),
-            progress.check(),
-        ]
         if serve_ops:
             await stack.enter_async_context(
-                ops_server(SERVICE, settings.ops_host, settings.notifier_port, checks)
+                ops_server(
+                    SERVICE,
+                    settings.ops_host,
+                    settings.notifier_port,
+                    readiness(worker, publisher, pool, progress),
+                )
             )
-        stop = asyncio.Event()
-        sweeper = asyncio.create_task(dispatcher.run_sweeper())
-        worker.task = asyncio.create_task(
-            consume(
-                consumer, worker.handle, dlq=publisher, commit=False, stop=stop, progress=progress
-            )
+        await stack.enter_async_context(
+            consuming(worker, consumer, publisher, dispatcher, progress)
         )
-        try:
-            yield worker
-        finally:
-            sweeper.cancel()
-            await stop_consuming(worker.task, stop)
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        yield worker
 
 
 async def main() -> None:

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
 import pytest
+from tickwatch_devstack.testing import wait_until
 from tickwatch_notifier.smtp_pool import PooledSMTP, SmtpPool
-
-
-async def eventually(predicate: Callable[[], object], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def message() -> EmailMessage:
@@ -56,7 +48,7 @@ async def test_many_messages_share_a_few_connections_and_close_quits_them(
     assert 1 <= len(server.sessions) <= 3
     assert pool.idle == len(server.sessions)
     await pool.close()
-    await eventually(lambda: server.open == 0)
+    await wait_until(lambda: server.open == 0, 10, "every connection closed")
     assert server.quits == len(server.sessions) and pool.idle == 0
     with pytest.raises(aiosmtplib.SMTPServerDisconnected):
         await pool.send(message())
@@ -68,7 +60,7 @@ async def test_a_connection_is_replaced_after_max_messages(counting_smtp: Any) -
     for _ in range(10):
         await pool.send(message())
     assert len(server.sessions) == 3
-    await eventually(lambda: server.quits == 2)  # recycled in the background
+    await wait_until(lambda: server.quits == 2, 10, "two QUITs")  # recycled in the background
     await pool.close()
 
 
@@ -77,7 +69,7 @@ async def test_an_idle_connection_is_closed_after_max_idle(counting_smtp: Any) -
     pool = pool_for(server, max_idle_s=0.2)
     await pool.send(message())
     assert server.open == 1
-    await eventually(lambda: server.open == 0 and pool.idle == 0)
+    await wait_until(lambda: server.open == 0 and pool.idle == 0, 10, "the idle pool closed")
     await pool.send(message())  # a new connection, not the closed one
     assert len(server.sessions) == 2 and len(server.accepted) == 2
     await pool.close()
