@@ -30,11 +30,9 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
 
 from sortedcontainers import SortedList
-
-Condition = Literal["above", "below", "crosses_up", "crosses_down", "pct_change"]
+from tickwatch_common.events.alerts import Condition
 
 _HUNDRED = Decimal(100)
 _INF = Decimal("Infinity")

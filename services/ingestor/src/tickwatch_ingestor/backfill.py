@@ -11,13 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import structlog
-from tickwatch_common.events.base import Interval, now_ms
+from tickwatch_common.events.base import INTERVAL_MS, Interval, now_ms
 
 from tickwatch_ingestor.binance_rest import BinanceRest
 from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoError
 from tickwatch_ingestor.metrics import CANDLES_BACKFILLED, MESSAGES_REJECTED
 from tickwatch_ingestor.normalise import (
-    INTERVAL_MS,
     Market,
     Rejected,
     coingecko_ohlc_candle,

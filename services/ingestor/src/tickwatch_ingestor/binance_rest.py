@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import structlog
 from tickwatch_common.backoff import Backoff, retry_after_seconds
+from tickwatch_common.events.base import INTERVAL_MS
 
 from tickwatch_ingestor.metrics import REST_RETRIES, REST_USED_WEIGHT
-from tickwatch_ingestor.normalise import INTERVAL_MS
 
 log = structlog.get_logger(__name__)
 

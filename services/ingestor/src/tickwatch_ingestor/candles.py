@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from tickwatch_common.events import Candle
-from tickwatch_common.events.base import Interval, Source
-
-from tickwatch_ingestor.normalise import INTERVAL_MS
+from tickwatch_common.events.base import INTERVAL_MS, Interval, Source
 
 
 @dataclass(slots=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 from tickwatch_common.events import Candle, Tick
+from tickwatch_common.events.base import MINUTE_MS
 
 from tickwatch_ingestor.normalise import (
-    INTERVAL_MS,
     Market,
     Rejected,
     Stats24h,
@@ -25,7 +25,6 @@ from tickwatch_ingestor.normalise import (
     mini_ticker_stats,
 )
 
-MINUTE_MS = INTERVAL_MS["1m"]
 MAX_TRACKED_MISSING = 10_000
 
 

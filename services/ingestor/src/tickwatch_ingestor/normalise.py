@@ -15,16 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 from tickwatch_common.events import Candle, Tick
-from tickwatch_common.events.base import Interval, Source
+from tickwatch_common.events.base import INTERVAL_MS, Interval, Source
 
-INTERVAL_MS: dict[str, int] = {
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
 PCT_QUANTUM = Decimal("0.0001")
 
 

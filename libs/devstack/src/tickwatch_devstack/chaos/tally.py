@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+
+from tickwatch_common.events.alerts import ChannelName as Channel
 
 from tickwatch_devstack.chaos.oracle import Firing
-
-Channel = Literal["email", "webhook"]
 
 
 @dataclass(frozen=True)
