@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from tickwatch_common.checks import kafka_check, postgres_check, publishing_check
 from tickwatch_common.consumer_progress import ConsumerProgress
-from tickwatch_common.kafka import consume, kafka_consumer, kafka_producer, stop_consuming
+from tickwatch_common.kafka import (
+    Publisher,
+    consume,
+    kafka_consumer,
+    kafka_producer,
+    stop_consuming,
+)
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, CheckResult, ops_server
 from tickwatch_common.postgres import migrate, postgres_pool
@@ -27,7 +35,52 @@ SERVICE = "alert-engine"
 
 
 @asynccontextmanager
-async def running_engine(
+async def consuming(
+    worker: AlertEngineWorker, consumer: AIOKafkaConsumer, publisher: Publisher, settings: Settings
+) -> AsyncIterator[asyncio.Task[None]]:
+    """The consume loop, as ``worker.task``. On the way out it finishes the batch in hand (a
+    cancelled batch is replayed, which is safe but republishes its triggers) and the worker
+    records what it handled, before the consumer leaves the group."""
+    stop = asyncio.Event()
+    worker.task = asyncio.create_task(
+        consume(
+            consumer,
+            worker.handle,
+            dlq=publisher,
+            commit=False,
+            max_records=settings.alert_engine_max_batch,
+            stop=stop,
+            after_round=worker.finish_round,
+        )
+    )
+    try:
+        yield worker.task
+    finally:
+        await stop_consuming(worker.task, stop)
+        with contextlib.suppress(Exception):
+            await worker.flush()  # fewer ticks to replay at the next start
+
+
+def readiness(
+    worker: AlertEngineWorker, publisher: Publisher, pool: asyncpg.Pool, progress: ConsumerProgress
+) -> list[Check]:
+    async def assigned() -> CheckResult:
+        ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
+        if ok and not worker.co_partitioned:
+            return CheckResult(False, "tick and alert-change partitions differ")
+        return CheckResult(ok, f"partitions {sorted(worker.owned)}" if ok else "joining group")
+
+    return [
+        kafka_check(publisher.producer),
+        publishing_check(publisher.outcomes),
+        postgres_check(pool),
+        Check("partitions", assigned),
+        progress.check(),
+    ]
+
+
+@asynccontextmanager
+async def running_alert_engine(
     settings: Settings, *, serve_ops: bool = True
 ) -> AsyncIterator[AlertEngineWorker]:
     """The whole service, started; leaving the block stops it. Tests use it in-process."""
@@ -45,16 +98,6 @@ async def running_engine(
                 fetch_max_wait_ms=settings.alert_engine_fetch_max_wait_ms,
             )
         )
-
-        def change_reader() -> AIOKafkaConsumer:
-            return AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                request_timeout_ms=max(settings.kafka_request_timeout_ms, 40000),
-            )
-
         # Readiness follows the positions the engine records (it keeps its own, in Postgres),
         # not what the consumer fetched: a replaced log or a stuck record turns /ready 503.
         progress = ConsumerProgress(
@@ -64,55 +107,32 @@ async def running_engine(
             consumer,
             publisher,
             TriggerStore(pool, SYMBOL_PARTITIONS),
-            change_reader,
+            # Group-less: each rebuild reads alerts.changes.v1 from its beginning with its own.
+            # It keeps aiokafka's short fetch wait (500 ms), not KAFKA_FETCH_MAX_WAIT_MS: the
+            # rebuild runs inside the rebalance, and with 2 s waits two replicas' rebuilds ran
+            # past the session timeout, again and again (test_two_replicas_split_partitions...).
+            functools.partial(kafka_consumer, settings, group=None, fetch_max_wait_ms=500),
             checkpoint_s=settings.alert_engine_checkpoint_ms / 1000,
             progress=progress,
         )
         consumer.subscribe(topics=[TICKS.name, ALERT_CHANGES.name], listener=worker.listener())
-
-        async def assigned() -> CheckResult:
-            ok = worker.assigned.is_set() and worker.task is not None and not worker.task.done()
-            if ok and not worker.co_partitioned:
-                return CheckResult(False, "tick and alert-change partitions differ")
-            return CheckResult(ok, f"partitions {sorted(worker.owned)}" if ok else "joining group")
-
-        checks = [
-            kafka_check(publisher.producer),
-            publishing_check(publisher.outcomes),
-            postgres_check(pool),
-            Check("partitions", assigned),
-            progress.check(),
-        ]
         if serve_ops:
             await stack.enter_async_context(
-                ops_server(SERVICE, settings.ops_host, settings.alert_engine_port, checks)
+                ops_server(
+                    SERVICE,
+                    settings.ops_host,
+                    settings.alert_engine_port,
+                    readiness(worker, publisher, pool, progress),
+                )
             )
-        stop = asyncio.Event()
-        worker.task = asyncio.create_task(
-            consume(
-                consumer,
-                worker.handle,
-                dlq=publisher,
-                commit=False,
-                max_records=settings.alert_engine_max_batch,
-                stop=stop,
-                after_round=worker.finish_round,
-            )
-        )
-        try:
-            yield worker
-        finally:
-            # Finish the batch in hand (a cancelled batch is replayed, which is safe but
-            # republishes its triggers), then leave the group.
-            await stop_consuming(worker.task, stop)
-            with contextlib.suppress(Exception):
-                await worker.flush()  # fewer ticks to replay at the next start
+        await stack.enter_async_context(consuming(worker, consumer, publisher, settings))
+        yield worker
 
 
 async def main() -> None:
     settings = load_settings(Settings)
     configure_logging(SERVICE, settings.log_level)
-    async with running_engine(settings) as worker:
+    async with running_alert_engine(settings) as worker:
         assert worker.task is not None
         await worker.task  # runs until SIGTERM cancels us; a crash ends the process
 

@@ -36,6 +36,7 @@ import contextlib
 import gc
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -64,7 +65,9 @@ from tickwatch_alert_engine.store import TriggerStore
 
 log = structlog.get_logger(__name__)
 
-ReaderFactory = Callable[[], AIOKafkaConsumer]
+# A group-less consumer for one rebuild's read of alerts.changes.v1, started on entry and
+# stopped (bounded) on exit: ``tickwatch_common.kafka.kafka_consumer`` with ``group=None``.
+ReaderFactory = Callable[[], AbstractAsyncContextManager[AIOKafkaConsumer]]
 REPLAY_BOUND_S = 120.0  # longest read of alerts.changes.v1 to its ends at a rebuild
 
 
@@ -259,9 +262,7 @@ class AlertEngineWorker:
         tps = [TopicPartition(ALERT_CHANGES.name, p) for p in sorted(owned)]
         if not tps:
             return {}
-        reader = self.change_reader()
-        await reader.start()
-        try:
+        async with self.change_reader() as reader:
             reader.assign(tps)
             ends: dict[TopicPartition, int] = await reader.end_offsets(tps)
             # Offset 0, not seek_to_beginning(): under load Tansu has answered the earliest
@@ -290,8 +291,6 @@ class AlertEngineWorker:
                     if await reader.position(tp) >= ends[tp]:
                         remaining.discard(tp)
             return ends
-        finally:
-            await reader.stop()
 
     # ------------------------------------------------------------------ batches
 

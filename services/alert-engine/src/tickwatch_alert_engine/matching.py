@@ -282,19 +282,6 @@ class AlertIndex:
         entry = self._entries.get(alert_id)
         return entry.state if entry else None
 
-    def set_state(self, alert_id: str, state: TriggerState) -> None:
-        entry = self._entries[alert_id]
-        self._unindex(entry)
-        entry.state = state
-        self._place(entry)
-
-    def alert_ids(self) -> list[str]:
-        return list(self._entries)
-
-    def is_indexed(self, alert_id: str) -> bool:
-        entry = self._entries.get(alert_id)
-        return entry is not None and entry.indexed
-
     # ------------------------------------------------------------------ symbols
 
     def symbols(self) -> list[str]:
@@ -340,12 +327,6 @@ class AlertIndex:
         for window in book.windows.values():
             for sec, price in samples:
                 window.push(sec, price)
-
-    def drop_symbol(self, symbol: str) -> None:
-        """Forget a symbol and its alerts (its partition went to another replica)."""
-        for alert_id in [a for a, e in self._entries.items() if e.rule.symbol == symbol]:
-            self.remove(alert_id)
-        self._books.pop(symbol, None)
 
     # ------------------------------------------------------------------ ticks
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from tickwatch_alert_engine.__main__ import running_engine
+from tickwatch_alert_engine.__main__ import running_alert_engine
 from tickwatch_alert_engine.engine import trigger_event_id
 from tickwatch_alert_engine.settings import Settings
 from tickwatch_common.kafka import partition_for
@@ -51,7 +51,7 @@ async def test_crossing_published_to_the_broker_fires_exactly_once(
 ) -> None:
     symbol = unique_symbol()
     cross, sentinel = aid(), aid()
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await assigned_with_alerts(
             worker,
             harness,
@@ -103,7 +103,7 @@ async def test_restart_mid_stream_loses_and_duplicates_no_crossing(
             await harness.tick(symbol, "101")
             expected += 1
 
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment")
         await harness.alert(alert, symbol, "crosses_up", "100", frequency="recurring")
         await wait_until(lambda: alert in worker.engine.alerts, what="alert loaded")
@@ -115,7 +115,7 @@ async def test_restart_mid_stream_loses_and_duplicates_no_crossing(
     expected += 1
     await crossings(3)
     await harness.tick(symbol, "99.5")  # last price before the restart is below the target
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment after restart")
         await harness.tick(symbol, "100")  # crosses from the durable last price 99.5
         expected += 1
@@ -137,8 +137,8 @@ async def test_two_replicas_split_partitions_and_fire_every_alert_once(
         symbols.append(unique_symbol())
     alerts = {symbol: aid() for symbol in symbols}
     async with (
-        running_engine(engine_settings, serve_ops=False) as one,
-        running_engine(engine_settings, serve_ops=False) as two,
+        running_alert_engine(engine_settings, serve_ops=False) as one,
+        running_alert_engine(engine_settings, serve_ops=False) as two,
     ):
 
         def split() -> bool:
@@ -180,12 +180,12 @@ async def test_a_batch_that_fails_half_way_is_replayed_from_the_record(
     (deduplicated downstream) and the next crossing still gets the next sequence."""
     symbol = unique_symbol()
     alert = aid()
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment")
         await harness.alert(alert, symbol, "crosses_up", "100", frequency="recurring")
         await wait_until(lambda: alert in worker.engine.alerts, what="alert loaded")
         save = worker.store.save_batch
-        failures = []
+        failures: list[int] = []
 
         async def flaky_save(*args: Any, **kw: Any) -> None:
             if args[0] and not failures:  # the first record that carries a fired alert
@@ -214,7 +214,7 @@ async def test_a_pct_move_that_spans_a_restart_fires_exactly_once(
     window at the stop; a crash (nothing flushed) replays the ticks after the last record."""
     symbol = unique_symbol()
     move, sentinel = aid(), aid()
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await assigned_with_alerts(
             worker,
             harness,
@@ -237,7 +237,7 @@ async def test_a_pct_move_that_spans_a_restart_fires_exactly_once(
 
             worker.flush = no_flush  # type: ignore[method-assign]
     await harness.tick(symbol, "103")  # while the engine is down
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment after restart")
         await harness.tick(symbol, "105.5")  # 5.5 % above the 100 from before the restart
         await harness.tick(symbol, "106")
@@ -262,7 +262,7 @@ async def test_a_batch_cancelled_between_publishing_and_recording_is_replayed_on
     would then reuse the sequence, and its event id, and be dropped downstream as a duplicate."""
     symbol = unique_symbol()
     alert, sentinel = aid(), aid()
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await assigned_with_alerts(
             worker,
             harness,
@@ -283,7 +283,7 @@ async def test_a_batch_cancelled_between_publishing_and_recording_is_replayed_on
         await wait_until(lambda: harness.fired(alert), what="trigger published")
         assert worker.task is not None
         worker.task.cancel()
-    async with running_engine(engine_settings, serve_ops=False) as worker:
+    async with running_alert_engine(engine_settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment after restart")
         await harness.tick(symbol, "99")
         await harness.tick(symbol, "102")

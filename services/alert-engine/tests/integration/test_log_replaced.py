@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 import structlog
 from prometheus_client import REGISTRY
-from tickwatch_alert_engine.__main__ import running_engine
+from tickwatch_alert_engine.__main__ import running_alert_engine
 from tickwatch_alert_engine.engine import trigger_event_id
 from tickwatch_alert_engine.settings import Settings
 from tickwatch_common.events import AlertState, Trigger
@@ -90,7 +90,7 @@ def state(alert_id: str, symbol: str, condition: str, target: str, **kw: Any) ->
         version=kw.pop("version", 1),
         symbol=symbol,
         condition=condition,  # type: ignore[arg-type]
-        target_price=target,
+        target_price=target,  # type: ignore[arg-type]
         email="trader@example.com",
         updated_at=1,
         **kw,
@@ -123,7 +123,7 @@ async def test_a_replaced_log_is_void_and_alerting_resumes_with_the_recorded_tri
     partition = partition_for(symbol, SYMBOL_PARTITIONS)
 
     # Before: the once and the recurring alert fire; the last price recorded is 150.
-    async with running_engine(settings, serve_ops=False) as worker:
+    async with running_alert_engine(settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment")
         for alert in alerts:
             await gateway.alert(alert)
@@ -158,7 +158,7 @@ async def test_a_replaced_log_is_void_and_alerting_resumes_with_the_recorded_tri
     before = voided("new_log")
 
     with structlog.testing.capture_logs() as logs:
-        async with running_engine(settings, serve_ops=False) as worker:
+        async with running_alert_engine(settings, serve_ops=False) as worker:
             await wait_until(worker.assigned.is_set, what="assignment after the new log")
             await wait_until(
                 lambda: all(a.alert_id in worker.engine.alerts for a in alerts),
@@ -198,7 +198,7 @@ async def test_a_batch_of_only_malformed_ticks_moves_the_recorded_position(
     symbol = f"T{uuid.uuid4().hex[:7].upper()}-USDT"
     partition = partition_for(symbol, SYMBOL_PARTITIONS)
     producer = gateway.publisher.producer
-    async with running_engine(settings, serve_ops=False) as worker:
+    async with running_alert_engine(settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment")
         sent = [
             await producer.send_and_wait(
@@ -222,7 +222,7 @@ async def test_a_batch_of_only_malformed_ticks_moves_the_recorded_position(
     assert recorded > last
 
     with structlog.testing.capture_logs() as logs:
-        async with running_engine(settings, serve_ops=False) as worker:
+        async with running_alert_engine(settings, serve_ops=False) as worker:
             await wait_until(worker.assigned.is_set, what="assignment after restart")
             assert worker.next_offsets[partition] > last
             await gateway.tick(symbol, "1")
