@@ -1,4 +1,5 @@
-"""Every setting a service reads is listed in the README's table and in .env.example."""
+"""Every setting a service reads is listed in the README's table and in .env.example, and each
+service's own README lists every field of that service's ``Settings``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ SETTINGS_MODULES = [
     "tickwatch_portfolio.settings",
 ]
 
+# Service folder -> the module holding its ``Settings``: its README must name every field.
+# The gateway belongs here too ("gateway": "tickwatch_gateway.settings") once its README lists
+# them all.
+SERVICE_SETTINGS = {
+    "ingestor": "tickwatch_ingestor.settings",
+    "alert-engine": "tickwatch_alert_engine.settings",
+    "notifier": "tickwatch_notifier.settings",
+    "portfolio": "tickwatch_portfolio.settings",
+}
+
+
+def env_names(settings: type[BaseSettings]) -> set[str]:
+    return {(f.alias or n).upper() for n, f in settings.model_fields.items()}
+
 
 def setting_names() -> set[str]:
     names: set[str] = set()
@@ -25,12 +40,24 @@ def setting_names() -> set[str]:
         module = importlib.import_module(module_name)
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, BaseSettings):
-                names.update((f.alias or n).upper() for n, f in value.model_fields.items())
+                names.update(env_names(value))
     return names
+
+
+def missing_from(text: str, names: set[str]) -> list[str]:
+    return sorted(n for n in names if not re.search(rf"\b{n}\b", text))
 
 
 @pytest.mark.parametrize("document", ["README.md", ".env.example"])
 def test_every_setting_is_documented(document: str) -> None:
     text = (ROOT / document).read_text()
-    missing = sorted(n for n in setting_names() if not re.search(rf"\b{n}\b", text))
+    missing = missing_from(text, setting_names())
     assert not missing, f"{document} does not mention: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_SETTINGS))
+def test_a_services_readme_lists_every_field_of_its_settings(service: str) -> None:
+    settings = importlib.import_module(SERVICE_SETTINGS[service]).Settings
+    readme = ROOT / "services" / service / "README.md"
+    missing = missing_from(readme.read_text(), env_names(settings))
+    assert not missing, f"{readme.relative_to(ROOT)} does not list: {', '.join(missing)}"
