@@ -20,13 +20,12 @@ SETTINGS_MODULES = [
 ]
 
 # Service folder -> the module holding its ``Settings``: its README must name every field.
-# The gateway belongs here too ("gateway": "tickwatch_gateway.settings") once its README lists
-# them all.
 SERVICE_SETTINGS = {
     "ingestor": "tickwatch_ingestor.settings",
     "alert-engine": "tickwatch_alert_engine.settings",
     "notifier": "tickwatch_notifier.settings",
     "portfolio": "tickwatch_portfolio.settings",
+    "gateway": "tickwatch_gateway.settings",
 }
 
 
