@@ -12,15 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-MINUTE_MS = 60_000
-INTERVAL_MS: dict[str, int] = {
-    "1m": MINUTE_MS,
-    "5m": 5 * MINUTE_MS,
-    "15m": 15 * MINUTE_MS,
-    "1h": 60 * MINUTE_MS,
-    "4h": 240 * MINUTE_MS,
-    "1d": 1440 * MINUTE_MS,
-}
+from tickwatch_common.events.base import INTERVAL_MS, MINUTE_MS
+
+__all__ = ["INTERVAL_MS", "MINUTE_MS", "Bar", "bucket_start", "roll_up"]
 
 
 @dataclass(frozen=True)
