@@ -8,6 +8,7 @@ from tickwatch_common.events import (
     AlertState,
     Candle,
     Event,
+    Instrument,
     NotificationDeadLetter,
     NotificationStatus,
     Tick,
@@ -43,6 +44,15 @@ ALERT_CHANGES = Topic(
     tombstones=True,
     configs={"cleanup.policy": "compact"},
 )
+INSTRUMENTS = Topic(
+    "market.instruments.v1",
+    Instrument,
+    SYMBOL_PARTITIONS,
+    key="symbol",
+    # Latest rules per symbol. A small topic: segments roll daily so compaction (which never
+    # touches the active segment) keeps it at about one record per symbol.
+    configs={"cleanup.policy": "compact", "segment.ms": str(24 * 3600 * 1000)},
+)
 ALERTS_TRIGGERED = Topic("alerts.triggered.v1", Trigger, SYMBOL_PARTITIONS, key="alert_id")
 PORTFOLIO_VALUATIONS = Topic("portfolio.valuations.v1", Valuation, 3, key="user_id")
 NOTIFICATIONS_STATUS = Topic("notifications.status.v1", NotificationStatus, 3, key="event_id")
@@ -51,6 +61,7 @@ NOTIFICATIONS_DLQ = Topic("notifications.dlq.v1", NotificationDeadLetter, 3, key
 ALL_TOPICS: tuple[Topic, ...] = (
     TICKS,
     CANDLES,
+    INSTRUMENTS,
     ALERT_CHANGES,
     ALERTS_TRIGGERED,
     PORTFOLIO_VALUATIONS,

@@ -8,9 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tickwatch_common.events import Candle, Tick
+from tickwatch_common.events import Candle, Instrument, Tick
 from tickwatch_common.kafka import partition_for
-from tickwatch_common.topics import ALERT_CHANGES, ALL_TOPICS, TICKS, all_topic_specs
+from tickwatch_common.topics import (
+    ALERT_CHANGES,
+    ALL_TOPICS,
+    INSTRUMENTS,
+    TICKS,
+    all_topic_specs,
+)
 
 TICK = {
     "v": 1,
@@ -107,3 +113,40 @@ def test_every_topic_has_a_dead_letter_topic() -> None:
     for topic in ALL_TOPICS:
         assert topic.dlq in names
     assert dict((n, p) for n, p, _ in all_topic_specs())["market.ticks.v1"] >= 6
+
+
+INSTRUMENT = {
+    "v": 1,
+    "symbol": "BTC-USDT",
+    "base": "BTC",
+    "quote": "USDT",
+    "source": "binance",
+    "step_size": "0.00001000",
+    "tick_size": "0.01000000",
+    "min_notional": "5.00000000",
+    "status": "TRADING",
+}
+
+
+def test_an_instrument_keeps_its_rules_digit_for_digit() -> None:
+    instrument = Instrument.model_validate(INSTRUMENT)
+    assert instrument.step_size == Decimal("0.00001")
+    wire = instrument.to_bytes().decode()
+    assert '"step_size":"0.00001000"' in wire and '"min_notional":"5.00000000"' in wire
+    assert Instrument.model_validate_json(wire) == instrument
+
+
+def test_an_instrument_refuses_float_rules_and_unknown_statuses() -> None:
+    with pytest.raises(ValidationError):
+        Instrument.model_validate({**INSTRUMENT, "tick_size": 0.01})
+    with pytest.raises(ValidationError):
+        Instrument.model_validate({**INSTRUMENT, "status": "OPEN"})
+    assert Instrument.model_validate({**INSTRUMENT, "status": "HALT"}).status == "HALT"
+
+
+def test_instruments_are_a_compacted_topic_keyed_by_symbol_like_ticks() -> None:
+    specs = {name: (parts, configs) for name, parts, configs in all_topic_specs()}
+    parts, configs = specs["market.instruments.v1"]
+    assert configs["cleanup.policy"] == "compact"
+    assert INSTRUMENTS.key == "symbol" and parts == TICKS.partitions
+    assert "market.instruments.v1.dlq" in specs

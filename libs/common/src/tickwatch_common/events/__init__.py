@@ -2,7 +2,7 @@
 
 from tickwatch_common.events.alerts import AlertState, Trigger, TriggerChannel
 from tickwatch_common.events.base import Event
-from tickwatch_common.events.market import Candle, Tick
+from tickwatch_common.events.market import Candle, Instrument, InstrumentStatus, Tick
 from tickwatch_common.events.notifications import NotificationDeadLetter, NotificationStatus
 from tickwatch_common.events.portfolio import HoldingValue, Valuation
 
@@ -11,6 +11,8 @@ __all__ = [
     "Candle",
     "Event",
     "HoldingValue",
+    "Instrument",
+    "InstrumentStatus",
     "NotificationDeadLetter",
     "NotificationStatus",
     "Tick",
