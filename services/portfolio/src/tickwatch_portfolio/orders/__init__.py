@@ -1,0 +1,1 @@
+"""Order rules (the exchange's filters, fees, price freshness) and the book of resting limit orders."""
