@@ -1,0 +1,1 @@
+"""Returns over a range (TWR, XIRR, drawdown, a hold-BTC benchmark) and the history resolution rule."""
