@@ -23,14 +23,14 @@ def valuer() -> Valuer:
 
 def test_a_tick_revalues_only_the_holders_of_its_symbol() -> None:
     v = valuer()
-    assert dict(v.on_tick("BTC-USDT", D("60000"))) == {"alice": D("0.1")}
+    assert v.on_tick("BTC-USDT", D("60000")) == 1
     assert v.take_dirty() == {"alice"}
     assert v.total("alice") == D("7000")  # 1000 + 0.1 x 60000
     assert v.total("bob") == D("500")  # ETH has no price yet: counts 0
     v.on_tick("BTC-USDT", D("61000.5"))
     assert v.total("alice") == D("7100.05")  # + 0.1 x 1000.5
-    assert v.on_tick("SOL-USDT", D("150")) == {}
-    assert v.on_tick("BTC-USDT", D("61000.5")) == {}  # unchanged price: nobody is dirty
+    assert v.on_tick("SOL-USDT", D("150")) == 0
+    assert v.on_tick("BTC-USDT", D("61000.5")) == 0  # unchanged price: nobody is dirty
     assert v.take_dirty() == {"alice"}
 
 
@@ -40,6 +40,7 @@ def test_fills_and_cash_move_the_total_at_the_current_price() -> None:
     v.set_cash("bob", D("200"))  # bought 0.1 ETH for 300 (fee aside)
     v.set_holding("bob", "ETH-USDT", D("2.1"), cost=D("6300"))
     assert v.total("bob") == D("6500")  # 200 + 2.1 x 3000
+    assert v.index.holders("ETH-USDT") == {"bob": D("2.1")}
     v.set_holding("bob", "ETH-USDT", D("0"), cost=D("0"))
     assert v.total("bob") == D("200")
     assert "bob" not in v.index.holders("ETH-USDT")
@@ -58,7 +59,7 @@ def test_the_valuation_carries_each_holding_and_its_unrealised_pnl() -> None:
 def test_a_removed_user_leaves_the_index() -> None:
     v = valuer()
     v.remove_user("alice")
-    assert "alice" not in v and v.on_tick("BTC-USDT", D("1")) == {}
+    assert "alice" not in v and v.on_tick("BTC-USDT", D("1")) == 0
 
 
 @settings(max_examples=200, deadline=None)

@@ -3,7 +3,8 @@
 :class:`Valuer` keeps, per user, the total value ``cash + Σ quantity x price`` *incrementally*: a
 tick moving a symbol from ``old`` to ``new`` adds ``quantity x (new - old)`` to each holder's total
 (one Decimal multiplication and one addition per holding), found through :class:`HolderIndex`
-(symbol -> {user_id: quantity}). A holding whose symbol has no price yet counts 0 until its first
+(symbol -> {user_id: quantity, with the user's running figures beside it so a holder costs one
+lookup). A holding whose symbol has no price yet counts 0 until its first
 tick. The arithmetic runs in :data:`VALUATION` (60 digits): products and sums of prices and
 quantities with bounded places never round there, so the incremental total equals the full sum
 (:meth:`Valuer.recompute`) exactly; the tests hold it to that.
@@ -16,7 +17,7 @@ in (epoch ms); nothing here reads a clock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
@@ -26,36 +27,54 @@ VALUATION = Context(prec=60, rounding=ROUND_HALF_EVEN)
 """Valuation arithmetic: wide enough that sums of bounded-place products never round."""
 
 
+class _Book:
+    """One user's running figures: free plus reserved cash, the total, and cost per symbol."""
+
+    __slots__ = ("cash", "costs", "total")
+
+    def __init__(self) -> None:
+        self.cash = ZERO
+        self.total = ZERO
+        self.costs: dict[str, Decimal] = {}
+
+
 class HolderIndex:
-    """symbol -> {user_id: quantity}: who holds a symbol, for a tick to reach only them."""
+    """symbol -> {user_id: (quantity, the user's running figures)}: who holds a symbol, for a
+    tick to reach only them, with the figures to update at hand (no second lookup per holder)."""
 
     __slots__ = ("_by_symbol",)
 
     def __init__(self) -> None:
-        self._by_symbol: dict[str, dict[str, Decimal]] = {}
+        self._by_symbol: dict[str, dict[str, tuple[Decimal, _Book]]] = {}
 
-    def holders(self, symbol: str) -> Mapping[str, Decimal]:
-        return self._by_symbol.get(symbol) or {}
+    def holders(self, symbol: str) -> dict[str, Decimal]:
+        """user -> quantity of ``symbol`` (a copy, for inspection)."""
+        return {user: q for user, (q, _) in self._by_symbol.get(symbol, {}).items()}
+
+    def count(self, symbol: str) -> int:
+        return len(self._by_symbol.get(symbol, ()))
 
     def quantity(self, symbol: str, user_id: str) -> Decimal:
-        return self._by_symbol.get(symbol, {}).get(user_id, ZERO)
+        entry = self._by_symbol.get(symbol, {}).get(user_id)
+        return entry[0] if entry else ZERO
 
-    def set(self, symbol: str, user_id: str, quantity: Decimal) -> Decimal:
+    def _entries(self, symbol: str) -> dict[str, tuple[Decimal, _Book]] | None:
+        return self._by_symbol.get(symbol)
+
+    def _set(self, symbol: str, user_id: str, quantity: Decimal, book: _Book) -> Decimal:
         """Record ``user_id``'s quantity (0 removes the entry); returns the previous quantity."""
         users = self._by_symbol.get(symbol)
-        old = users.get(user_id, ZERO) if users else ZERO
+        entry = users.get(user_id) if users else None
+        old = entry[0] if entry else ZERO
         if quantity:
             if users is None:
                 users = self._by_symbol[symbol] = {}
-            users[user_id] = quantity
-        elif users is not None and user_id in users:
+            users[user_id] = (quantity, book)
+        elif users is not None and entry is not None:
             del users[user_id]
             if not users:
                 del self._by_symbol[symbol]
         return old
-
-    def symbols(self) -> int:
-        return len(self._by_symbol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,69 +103,72 @@ class Valuer:
 
     ``set_cash`` and ``set_holding`` are fed from the ledger after each change (the adapter passes
     the account's free plus reserved cash, and each holding's quantity and cost basis); ``on_tick``
-    revalues the symbol's holders only and returns them, marked dirty in :attr:`dirty`.
+    revalues the symbol's holders only and marks them in :attr:`dirty`.
     """
 
     def __init__(self) -> None:
         self.index = HolderIndex()
         self.prices: dict[str, Decimal] = {}
-        self._cash: dict[str, Decimal] = {}
-        self._totals: dict[str, Decimal] = {}
-        self._costs: dict[str, dict[str, Decimal]] = {}  # user -> symbol -> cost basis
+        self._books: dict[str, _Book] = {}
         self.dirty: set[str] = set()
 
     def __contains__(self, user_id: object) -> bool:
-        return user_id in self._totals
+        return user_id in self._books
+
+    def _book(self, user_id: str) -> _Book:
+        book = self._books.get(user_id)
+        if book is None:
+            book = self._books[user_id] = _Book()
+        return book
 
     def total(self, user_id: str) -> Decimal:
-        return self._totals.get(user_id, ZERO)
+        book = self._books.get(user_id)
+        return book.total if book else ZERO
 
     def set_cash(self, user_id: str, cash: Decimal) -> None:
+        book = self._book(user_id)
         with localcontext(VALUATION):
-            old = self._cash.get(user_id, ZERO)
-            self._cash[user_id] = cash
-            self._totals[user_id] = self._totals.get(user_id, ZERO) + (cash - old)
+            book.total += cash - book.cash
+        book.cash = cash
         self.dirty.add(user_id)
 
     def set_holding(self, user_id: str, symbol: str, quantity: Decimal, cost: Decimal) -> None:
         """After a fill: ``user_id`` now holds ``quantity`` of ``symbol`` at ``cost`` (0 = none)."""
-        with localcontext(VALUATION):
-            old = self.index.set(symbol, user_id, quantity)
-            self._totals.setdefault(user_id, self._cash.setdefault(user_id, ZERO))
-            price = self.prices.get(symbol)
-            if price is not None:
-                self._totals[user_id] += (quantity - old) * price
-        costs = self._costs.setdefault(user_id, {})
+        book = self._book(user_id)
+        old = self.index._set(symbol, user_id, quantity, book)
+        price = self.prices.get(symbol)
+        if price is not None:
+            with localcontext(VALUATION):
+                book.total += (quantity - old) * price
         if quantity:
-            costs[symbol] = cost
+            book.costs[symbol] = cost
         else:
-            costs.pop(symbol, None)
+            book.costs.pop(symbol, None)
         self.dirty.add(user_id)
 
     def remove_user(self, user_id: str) -> None:
         """Forget a user (a reset re-adds them with ``set_cash``)."""
-        for symbol in list(self._costs.pop(user_id, {})):
-            self.index.set(symbol, user_id, ZERO)
-        self._cash.pop(user_id, None)
-        self._totals.pop(user_id, None)
+        book = self._books.pop(user_id, None)
+        if book is not None:
+            for symbol in book.costs:
+                self.index._set(symbol, user_id, ZERO, book)
         self.dirty.discard(user_id)
 
-    def on_tick(self, symbol: str, price: Decimal) -> Mapping[str, Decimal]:
-        """Move ``symbol`` to ``price``: each holder's total by ``quantity x (price - old)``.
-        Returns the holders revalued (user -> quantity; empty when nothing moved), all of them
-        now in :attr:`dirty`. The returned mapping is live: read it before the next call."""
+    def on_tick(self, symbol: str, price: Decimal) -> int:
+        """Move ``symbol`` to ``price``: each holder's total by ``quantity x (price - old)``, and
+        each holder into :attr:`dirty`. Returns how many holders were revalued (0 when the price
+        did not move or nobody holds the symbol)."""
         old = self.prices.get(symbol)
         self.prices[symbol] = price
-        holders = self.index.holders(symbol)
-        if not holders or old == price:
-            return {}
-        totals = self._totals
+        entries = self.index._entries(symbol)
+        if not entries or old == price:
+            return 0
         with localcontext(VALUATION):
             diff = price if old is None else price - old
-            for user_id, quantity in holders.items():
-                totals[user_id] += quantity * diff
-        self.dirty.update(holders)
-        return holders
+            for quantity, book in entries.values():
+                book.total += quantity * diff
+        self.dirty.update(entries)
+        return len(entries)
 
     def take_dirty(self) -> set[str]:
         """The users changed since the last call (for a :class:`Conflator`), and clear them."""
@@ -155,9 +177,12 @@ class Valuer:
 
     def recompute(self, user_id: str) -> Decimal:
         """The total from scratch (``cash + Σ quantity x price``), to check the incremental one."""
+        book = self._books.get(user_id)
+        if book is None:
+            return ZERO
         with localcontext(VALUATION):
-            total = self._cash.get(user_id, ZERO)
-            for symbol in self._costs.get(user_id, {}):
+            total = book.cash
+            for symbol in book.costs:
                 price = self.prices.get(symbol)
                 if price is not None:
                     total += self.index.quantity(symbol, user_id) * price
@@ -165,19 +190,17 @@ class Valuer:
 
     def valuation(self, user_id: str) -> UserValuation:
         """The user's valuation now, holdings in symbol order (unrealised P&L against cost)."""
+        book = self._books.get(user_id) or _Book()
         holdings = []
         with localcontext(VALUATION):
-            for symbol, cost in sorted(self._costs.get(user_id, {}).items()):
+            for symbol, cost in sorted(book.costs.items()):
                 quantity = self.index.quantity(symbol, user_id)
                 price = self.prices.get(symbol)
                 value = quantity * price if price is not None else ZERO
                 pnl = value - cost if price is not None else ZERO
                 holdings.append(HoldingValuation(symbol, quantity, price, value, pnl))
         return UserValuation(
-            user_id=user_id,
-            cash=self._cash.get(user_id, ZERO),
-            total_value=self._totals.get(user_id, ZERO),
-            holdings=tuple(holdings),
+            user_id=user_id, cash=book.cash, total_value=book.total, holdings=tuple(holdings)
         )
 
 
