@@ -5,7 +5,9 @@ aggregate-trade-like line per trade, time-ordered across symbols::
 
     {"t": 1234, "s": "BTC-USDT", "a": 17, "p": "86412.57", "q": "0.01250", "v24": "…", "c24": "1.6821"}
 
-``t`` is the offset in ms from the session start. Prices follow a random walk pinned to end
+``t`` is the offset in ms from the session start. The header carries each symbol's trading
+rules as Binance sets them (``instruments``: step size, tick size, minimum notional), the
+snapshot the ingestor publishes on ``market.instruments.v1`` when it replays. Prices follow a random walk pinned to end
 where it started (a Brownian bridge in log price), so the session loops without a jump; the
 24 h change is computed against a fixed 24 h open and the 24 h quote volume drifts with trading.
 """
@@ -38,6 +40,8 @@ MARKETS: dict[str, tuple[str, str, str, float, float, str, str]] = {
     "BNB-USDT": ("845.10", "0.01", "0.001", 1.5, 0.00014, "0.8120", "98345678.40"),
     "XRP-USDT": ("2.0512", "0.0001", "0.1", 900.0, 0.00020, "-1.2207", "212345678.31"),
 }
+# Binance's minimum order value (NOTIONAL filter) on these USDT markets.
+MIN_NOTIONAL = "5"
 
 
 def bridge(rng: random.Random, n: int, sigma: float) -> list[float]:
@@ -89,6 +93,10 @@ def main() -> None:
             "symbols": list(MARKETS),
             "seed": SEED,
             "trades": len(rows),
+            "instruments": {
+                symbol: {"step_size": lot, "tick_size": tick, "min_notional": MIN_NOTIONAL}
+                for symbol, (_, tick, lot, *_) in MARKETS.items()
+            },
         }
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 WebSocket ``/stream?streams=a/b/c`` (plus ``SUBSCRIBE`` requests) with the combined framing
 ``{"stream": …, "data": …}``; server pings with a payload (pongs are recorded); a connection
 lifetime after which the server cuts the connection (Binance's 24 h, shortened); forced
-disconnects; silence; malformed frames; aggregate-trade id gaps. REST ``/api/v3/exchangeInfo``,
+disconnects; silence; malformed frames; aggregate-trade id gaps. REST ``/api/v3/exchangeInfo``
+(Binance's payload: rate limits, and per symbol its status, assets, precisions, order types and
+filters — PRICE_FILTER, LOT_SIZE, NOTIONAL by default, any set per symbol with ``filters``),
 ``/api/v3/klines`` (synthetic, deterministic, paged like Binance) and ``/api/v3/ping``, every
 answer with ``X-MBX-USED-WEIGHT-1M``; queued failures (429, 418 with ``Retry-After``, 500).
 """
@@ -40,6 +42,48 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def default_filters() -> list[dict[str, Any]]:
+    """What Binance answers for BTCUSDT (the shared fixture's PRICE_FILTER and LOT_SIZE, and
+    the NOTIONAL filter that replaced MIN_NOTIONAL)."""
+    return [
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": "0.01000000",
+            "maxPrice": "1000000.00000000",
+            "tickSize": "0.01000000",
+        },
+        {
+            "filterType": "LOT_SIZE",
+            "minQty": "0.00001000",
+            "maxQty": "9000.00000000",
+            "stepSize": "0.00001000",
+        },
+        {"filterType": "ICEBERG_PARTS", "limit": 10},
+        {
+            "filterType": "MARKET_LOT_SIZE",
+            "minQty": "0.00000000",
+            "maxQty": "120.50000000",
+            "stepSize": "0.00000000",
+        },
+        {
+            "filterType": "NOTIONAL",
+            "minNotional": "5.00000000",
+            "applyMinToMarket": True,
+            "maxNotional": "9000000.00000000",
+            "applyMaxToMarket": False,
+            "avgPriceMins": 5,
+        },
+        {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
+    ]
+
+
+RATE_LIMITS = [
+    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+    {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+]
+
+
 def synthetic_kline(symbol: str, interval: str, open_time: int) -> list[Any]:
     """A deterministic kline row for any (symbol, interval, open time)."""
     step = INTERVALS[interval]
@@ -74,6 +118,10 @@ class FakeBinance:
     ) -> None:
         # exchange symbol -> (base, quote)
         self.markets: dict[str, tuple[str, str]] = markets or {"BTCUSDT": ("BTC", "USDT")}
+        # exchangeInfo per exchange symbol: its filters (default_filters() where unset) and
+        # status ("TRADING" where unset); change them to have Binance change its rules.
+        self.filters: dict[str, list[dict[str, Any]]] = {}
+        self.statuses: dict[str, str] = {}
         self.ping_interval_s = ping_interval_s
         self.ping_payload = ping_payload
         self.lifetime_s = lifetime_s
@@ -320,30 +368,52 @@ class FakeBinance:
                     status=400,
                     headers=self._weight_header(),
                 )
-        symbols = [
-            {
-                "symbol": s,
-                "status": "TRADING",
-                "baseAsset": self.markets[s][0],
-                "baseAssetPrecision": 8,
-                "quoteAsset": self.markets[s][1],
-                "quotePrecision": 8,
-                "quoteAssetPrecision": 8,
-                "filters": [
-                    {
-                        "filterType": "PRICE_FILTER",
-                        "minPrice": "0.01000000",
-                        "maxPrice": "1000000.00000000",
-                        "tickSize": "0.01000000",
-                    }
-                ],
-            }
-            for s in wanted
-        ]
+        symbols = [self.symbol_info(s) for s in wanted]
         return web.json_response(
-            {"timezone": "UTC", "serverTime": now_ms(), "symbols": symbols},
+            {
+                "timezone": "UTC",
+                "serverTime": now_ms(),
+                "rateLimits": RATE_LIMITS,
+                "exchangeFilters": [],
+                "symbols": symbols,
+            },
             headers=self._weight_header(),
         )
+
+    def symbol_info(self, symbol: str) -> dict[str, Any]:
+        """One ``symbols[]`` item of exchangeInfo, in Binance's format."""
+        base, quote = self.markets[symbol]
+        return {
+            "symbol": symbol,
+            "status": self.statuses.get(symbol, "TRADING"),
+            "baseAsset": base,
+            "baseAssetPrecision": 8,
+            "quoteAsset": quote,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8,
+            "quoteCommissionPrecision": 8,
+            "orderTypes": [
+                "LIMIT",
+                "LIMIT_MAKER",
+                "MARKET",
+                "STOP_LOSS_LIMIT",
+                "TAKE_PROFIT_LIMIT",
+            ],
+            "icebergAllowed": True,
+            "ocoAllowed": True,
+            "otoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True,
+            "allowTrailingStop": True,
+            "cancelReplaceAllowed": True,
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
+            "filters": self.filters.get(symbol, default_filters()),
+            "permissions": [],
+            "permissionSets": [["SPOT"]],
+            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+        }
 
     async def _klines(self, request: web.Request) -> web.Response:
         failed = self._rest_preamble(request, 2)

@@ -2,7 +2,8 @@
 
 ``python -m tickwatch_ingestor`` runs the service: settings -> logging -> Kafka producer -> ops
 server (/health, /ready, /metrics) -> probe the live sources -> run them (or the replay fallback,
-chosen in ``source_choice``) and the start-up backfill, until SIGTERM.
+chosen in ``source_choice``), the start-up backfill and the trading rules (``instruments``), until
+SIGTERM.
 
 ``python -m tickwatch_ingestor backfill --symbols BTC-USDT,ETH-USDT --interval 1m --days 7``
 publishes Binance candle history with a progress bar, then exits.
@@ -22,12 +23,12 @@ import structlog
 from tickwatch_common.backoff import Backoff
 from tickwatch_common.checks import kafka_check, publishing_check
 from tickwatch_common.events.base import Interval
-from tickwatch_common.kafka import kafka_producer
+from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.ops import Check, ops_server
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
-from tickwatch_common.topics import CANDLES, TICKS
+from tickwatch_common.topics import CANDLES, INSTRUMENTS, TICKS
 
 from tickwatch_ingestor.backfill import (
     backfill_binance,
@@ -37,6 +38,7 @@ from tickwatch_ingestor.backfill import (
 from tickwatch_ingestor.binance_rest import BinanceRest, BinanceRestError
 from tickwatch_ingestor.binance_stream import BinanceSource
 from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoPoller, coingecko_ids
+from tickwatch_ingestor.instruments import run_instruments
 from tickwatch_ingestor.normalise import exchange_symbol_guess, markets_from_exchange_info
 from tickwatch_ingestor.replay import ReplaySource
 from tickwatch_ingestor.settings import Settings
@@ -204,11 +206,13 @@ async def ingesting(
     settings: Settings,
     names: list[str],
     http: aiohttp.ClientSession,
+    publisher: Publisher,
     sink: EventSink,
     status: MarketStatus,
 ) -> None:
-    """The publishing loop, the chosen sources and the start-up backfill, until cancelled; a
-    source or the backfill that fails is restarted, the publishing loop failing ends it."""
+    """The publishing loop, the chosen sources, the start-up backfill and the trading rules,
+    until cancelled; a source, the backfill or the rules that fail are restarted, the
+    publishing loop failing ends it."""
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(sink.run())
         sources = await market_sources(settings, names, http, sink, status)
@@ -218,6 +222,18 @@ async def ingesting(
             tasks.create_task(
                 supervised("backfill", lambda: startup_backfill(settings, sources, sink))
             )
+        tasks.create_task(
+            supervised(
+                "instruments",
+                lambda: run_instruments(
+                    publisher,
+                    sources,
+                    status.mode,
+                    settings.symbol_list,
+                    refresh_s=settings.instruments_refresh_s,
+                ),
+            )
+        )
 
 
 @asynccontextmanager
@@ -234,12 +250,13 @@ async def background(job: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Ta
 @asynccontextmanager
 async def running_ingestor(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
     """The whole service, started: producer, HTTP session, ops server, then (in the task it
-    answers) the probe, the sources and the backfill; leaving the block stops it."""
+    answers) the probe, the sources, the backfill and the trading rules; leaving the block
+    stops it."""
     names = source_names(settings)
     status = MarketStatus()
     async with AsyncExitStack() as stack:
         publisher = await stack.enter_async_context(
-            kafka_producer(settings, topics=[TICKS, CANDLES])
+            kafka_producer(settings, topics=[TICKS, CANDLES, INSTRUMENTS])
         )
         sink = EventSink(publisher)
         http = await stack.enter_async_context(http_session())
@@ -257,7 +274,7 @@ async def running_ingestor(settings: Settings) -> AsyncIterator[asyncio.Task[Non
         )
         log.info("ingestor_listening", port=settings.ingestor_port)
         yield await stack.enter_async_context(
-            background(ingesting(settings, names, http, sink, status))
+            background(ingesting(settings, names, http, publisher, sink, status))
         )
 
 

@@ -51,3 +51,13 @@ REST_RETRIES = Counter(
 REST_USED_WEIGHT = Gauge(
     "tickwatch_ingestor_binance_used_weight_1m", "Last X-MBX-USED-WEIGHT-1M seen from Binance"
 )
+INSTRUMENTS_PUBLISHED = Counter(
+    "tickwatch_ingestor_instruments_published_total",
+    "Instruments (trading rules) published on market.instruments.v1",
+    ["source"],
+)
+INSTRUMENT_REFRESH_FAILURES = Counter(
+    "tickwatch_ingestor_instrument_refresh_failures_total",
+    "Rounds of fetching or publishing trading rules that failed (retried with backoff)",
+    ["source"],
+)

@@ -11,10 +11,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
-from tickwatch_common.events import Candle, Tick
+from tickwatch_common.events import Candle, Instrument, InstrumentStatus, Tick
 from tickwatch_common.events.base import INTERVAL_MS, Interval, Source
 
 PCT_QUANTUM = Decimal("0.0001")
@@ -266,6 +266,98 @@ def rest_kline_candle(row: Any, market: Market, interval: Interval, now_ms: int)
         if isinstance(exc, ValidationError):
             raise Rejected("invalid", exc.errors()[0]["msg"]) from None
         raise Rejected("bad_row", repr(row)[:200]) from None
+
+
+@dataclass(frozen=True)
+class InstrumentsFound:
+    """What an exchangeInfo answer says about the wanted symbols."""
+
+    instruments: list[Instrument]
+    missing: list[str]  # wanted, not in the answer
+    rejected: list[tuple[str, str]]  # (symbol, reason): in the answer, but unusable
+
+
+_STATUSES: frozenset[str] = frozenset(get_args(InstrumentStatus))
+ZERO = Decimal(0)
+
+
+def _filter_value(filters: Mapping[str, Mapping[str, Any]], kind: str, field: str) -> Decimal:
+    """A filter's value; ``0`` (Binance's "rule disabled") when the filter or field is absent."""
+    value = filters.get(kind, {}).get(field)
+    if value is None:
+        return ZERO
+    d = _dec(value, field)
+    if d < 0:
+        raise Rejected("bad_decimal", f"{field}={value!r}")
+    return d
+
+
+def instrument_from_symbol_info(item: Mapping[str, Any], source: Source = "binance") -> Instrument:
+    """One ``symbols[]`` item of ``GET /api/v3/exchangeInfo`` -> Instrument.
+
+    Step size from LOT_SIZE, tick size from PRICE_FILTER, minimum notional from NOTIONAL or,
+    where a symbol still has it, the older MIN_NOTIONAL; a filter that is absent gives ``0``
+    (no such rule), as a ``0`` in a Binance filter does."""
+    try:
+        base, quote, status = item["baseAsset"], item["quoteAsset"], item["status"]
+        raw_filters = item.get("filters") or []
+        if not isinstance(base, str) or not isinstance(quote, str) or not base or not quote:
+            raise Rejected("bad_symbol", repr((base, quote)))
+        if status not in _STATUSES:
+            raise Rejected("unknown_status", repr(status))
+        filters: dict[str, Mapping[str, Any]] = {}
+        for f in raw_filters:
+            kind = f.get("filterType") if isinstance(f, Mapping) else None
+            if isinstance(kind, str):
+                filters.setdefault(kind, f)
+        notional = "NOTIONAL" if "NOTIONAL" in filters else "MIN_NOTIONAL"
+        return Instrument(
+            symbol=canonical(base, quote),
+            base=base.upper(),
+            quote=quote.upper(),
+            source=source,
+            step_size=_filter_value(filters, "LOT_SIZE", "stepSize"),
+            tick_size=_filter_value(filters, "PRICE_FILTER", "tickSize"),
+            min_notional=_filter_value(filters, notional, "minNotional"),
+            status=status,
+        )
+    except KeyError as exc:
+        raise Rejected("missing_field", str(exc)) from None
+    except (TypeError, AttributeError) as exc:
+        raise Rejected("bad_entry", str(exc)) from None
+    except ValidationError as exc:
+        raise Rejected("invalid", exc.errors()[0]["msg"]) from None
+
+
+def instruments_from_exchange_info(
+    info: Mapping[str, Any], wanted: Iterable[str]
+) -> InstrumentsFound:
+    """The trading rules of the wanted canonical symbols from an exchangeInfo answer (filtered
+    or the full list), whatever their status: a halted market's rules say it is halted."""
+    want = list(dict.fromkeys(wanted))
+    wanted_set = set(want)
+    found: dict[str, Instrument] = {}
+    rejected: list[tuple[str, str]] = []
+    items = info.get("symbols")
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, Mapping):
+            continue
+        base, quote = item.get("baseAsset"), item.get("quoteAsset")
+        if not isinstance(base, str) or not isinstance(quote, str):
+            continue
+        symbol = canonical(base, quote)
+        if symbol not in wanted_set or symbol in found:
+            continue
+        try:
+            found[symbol] = instrument_from_symbol_info(item)
+        except Rejected as exc:
+            rejected.append((symbol, exc.reason))
+    bad = {s for s, _ in rejected}
+    return InstrumentsFound(
+        [found[s] for s in want if s in found],
+        [s for s in want if s not in found and s not in bad],
+        rejected,
+    )
 
 
 # ---------------------------------------------------------------- CoinGecko

@@ -3,6 +3,10 @@
 Every tick says ``source: "replay"`` and carries ``ts_event`` rewritten to now; 1-minute
 candles are aggregated from the replayed trades (:class:`~tickwatch_ingestor.candles.CandleBuilder`)
 and published when they close. Configured symbols the session lacks are reported once.
+
+The session's header also carries the trading rules of its symbols (``instruments``), the
+snapshot published on ``market.instruments.v1`` when no exchange gives real ones
+(:func:`replay_instruments`; the publishing is ``instruments.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 import structlog
-from tickwatch_common.events import Tick
+from tickwatch_common.events import Instrument, Tick
 from tickwatch_common.events.base import now_ms
 
 from tickwatch_ingestor.candles import CandleBuilder
@@ -75,6 +79,71 @@ def load_session(path: Path | None = None, symbols: Iterable[str] | None = None)
     return ReplaySession(int(header["duration_ms"]), trades)
 
 
+@dataclass(frozen=True, slots=True)
+class InstrumentRules:
+    """One symbol's rules in the session's snapshot (Binance's, for its USDT markets)."""
+
+    step_size: Decimal
+    tick_size: Decimal
+    min_notional: Decimal
+
+
+def load_instrument_rules(path: Path | None = None) -> dict[str, InstrumentRules]:
+    """The snapshot of trading rules in the session's header (its first line only)."""
+    with gzip.open(path or bundled_session_path(), "rt", encoding="utf-8") as f:
+        header = json.loads(f.readline())["session"]
+    return {
+        symbol: InstrumentRules(
+            Decimal(r["step_size"]), Decimal(r["tick_size"]), Decimal(r["min_notional"])
+        )
+        for symbol, r in header.get("instruments", {}).items()
+    }
+
+
+def borrowed_level(symbol: str) -> tuple[Decimal, Decimal]:
+    """The made-up but stable price level of a symbol the session lacks, and its price step."""
+    level = Decimal(1 + zlib.crc32(symbol.encode()) % 1000)
+    return level, Decimal("0.0001") if level < 10 else Decimal("0.01")
+
+
+# What a symbol neither recorded nor sharing a recorded base gets: Binance-like rules at the
+# price step its borrowed movement is quoted in (borrowed_level), 5 in the quote as a minimum.
+DEFAULT_STEP_SIZE = Decimal("0.001")
+DEFAULT_MIN_NOTIONAL = Decimal("5")
+
+
+def replay_instruments(
+    rules: dict[str, InstrumentRules], symbols: Iterable[str]
+) -> list[Instrument]:
+    """Rules for every one of ``symbols``, ``source: "replay"``, status ``TRADING``: the
+    snapshot's own; else a snapshot symbol's of the same base (``BTC-USD`` as ``BTC-USDT``);
+    else the defaults above. Pure."""
+    by_base: dict[str, InstrumentRules] = {}
+    for symbol in sorted(rules):
+        by_base.setdefault(split_symbol(symbol)[0], rules[symbol])
+    out: list[Instrument] = []
+    for symbol in dict.fromkeys(symbols):
+        base, quote = split_symbol(symbol)
+        rule = rules.get(symbol) or by_base.get(base)
+        if rule is None:
+            rule = InstrumentRules(
+                DEFAULT_STEP_SIZE, borrowed_level(symbol)[1], DEFAULT_MIN_NOTIONAL
+            )
+        out.append(
+            Instrument(
+                symbol=symbol,
+                base=base,
+                quote=quote,
+                source="replay",
+                step_size=rule.step_size,
+                tick_size=rule.tick_size,
+                min_notional=rule.min_notional,
+                status="TRADING",
+            )
+        )
+    return out
+
+
 def for_symbols(session: ReplaySession, symbols: Iterable[str]) -> ReplaySession:
     """The session restricted to ``symbols``; a symbol it lacks borrows a recorded symbol's
     movement (round robin), scaled to a made-up but stable price level, so any configured
@@ -89,9 +158,8 @@ def for_symbols(session: ReplaySession, symbols: Iterable[str]) -> ReplaySession
         by_symbol.setdefault(t.symbol, []).append(t)
     trades = [t for t in session.trades if t.symbol in wanted]
     for symbol, source in borrowed.items():
-        level = Decimal(1 + zlib.crc32(symbol.encode()) % 1000)
+        level, quantum = borrowed_level(symbol)
         first = by_symbol[source][0].price
-        quantum = Decimal("0.0001") if level < 10 else Decimal("0.01")
         for t in by_symbol[source]:
             scale = level / first
             trades.append(

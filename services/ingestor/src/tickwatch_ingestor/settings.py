@@ -65,6 +65,12 @@ class Settings(KafkaSettings, SymbolsSettings):
     )
     coingecko_timeout_s: float = 10.0
 
+    instruments_refresh_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Publish every market's trading rules (market.instruments.v1) this often.",
+    )
+
     replay_speed: float = Field(
         default=1.0, gt=0, description="1 = real time, 10 = ten times faster."
     )
