@@ -15,7 +15,11 @@ Unicode digit, so ``"\\u0667\\u0660"`` would pass as 70). A refusal is a pydanti
 the field, so a 422 names it. The JSON Schema carries the same rule as its ``pattern``, read in
 Unicode mode as JSON Schema 2020-12 does; it ends in ``$(?!\\n)`` because a Python ``$`` also
 matches before a final newline, and a fuzzer reading the schema with Python's ``re`` would
-otherwise call ``"70000\\n"`` valid.
+otherwise call ``"70000\\n"`` valid. The schema's pattern leaves out the lone-surrogate range:
+JSON Schema validators (Rust's ``regex``, ECMA-262 in Unicode mode) read a pattern over Unicode
+scalar values, where a surrogate cannot occur and ``\\ud800`` does not compile (a fuzzer then
+drops the whole pattern and calls a control character valid); a JSON text holding one is not
+interoperable (RFC 8259 §8.2), and the gateway still refuses it with a 422.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-LINE_EXCLUDED = r"\x00-\x1f\x7f\ud800-\udfff"
-"""The characters no one-line text may hold, as the inside of a regex character class."""
-MULTILINE_EXCLUDED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff"
+LINE_CONTROLS = r"\x00-\x1f\x7f"
+"""The control characters no one-line text may hold, as the inside of a regex character class."""
+MULTILINE_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
 """The same for free text, which may hold tab, newline and carriage return."""
+SURROGATES = r"\ud800-\udfff"
+"""Lone surrogates: refused everywhere, but absent from the schema's pattern (see above)."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +53,19 @@ class CleanText:
     _shape: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        excluded = MULTILINE_EXCLUDED if self.multiline else LINE_EXCLUDED
-        object.__setattr__(self, "_excluded", re.compile(f"[{excluded}]"))
+        object.__setattr__(self, "_excluded", re.compile(f"[{self._controls}{SURROGATES}]"))
         shape = None if self.pattern is None else re.compile(self.pattern)
         object.__setattr__(self, "_shape", shape)
 
     @property
+    def _controls(self) -> str:
+        return MULTILINE_CONTROLS if self.multiline else LINE_CONTROLS
+
+    @property
     def schema_pattern(self) -> str:
-        excluded = MULTILINE_EXCLUDED if self.multiline else LINE_EXCLUDED
-        body = self.pattern if self.pattern is not None else f"[^{excluded}]*"
+        """The rule as a JSON Schema ``pattern``. A ``pattern`` of the caller's must itself
+        refuse the control characters (the tests hold every published pattern to that)."""
+        body = self.pattern if self.pattern is not None else f"[^{self._controls}]*"
         return f"^(?:{body})$(?!\\n)"
 
     def check(self, value: str) -> str:

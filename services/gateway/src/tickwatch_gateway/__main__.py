@@ -12,13 +12,19 @@ from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
 
 from tickwatch_gateway.app import SERVICE, build_app
+from tickwatch_gateway.http.middleware import PARSER_LINE_BYTES
 from tickwatch_gateway.settings import Settings
 
 
 @asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[web.AppRunner]:
     """The app serving on ``GATEWAY_HOST:GATEWAY_PORT``; stopped (bounded) on the way out."""
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=5)
+    runner = web.AppRunner(
+        build_app(settings),
+        access_log=None,
+        shutdown_timeout=5,
+        max_line_size=PARSER_LINE_BYTES,
+    )
     await runner.setup()
     try:
         await web.TCPSite(

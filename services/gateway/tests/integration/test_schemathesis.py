@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -18,22 +19,70 @@ from .conftest import JWT_SECRET
 
 pytestmark = pytest.mark.integration
 
-# An alert body has rules a JSON Schema cannot state (a symbol the gateway knows, a webhook host
-# that resolves to a public address, the merge of a PATCH with the stored alert); breaking one
-# answers 422 naming the field, so a schema-valid body may rightly be refused there.
-ALERT_WRITES_CONFIG = """
+# Three rules a JSON Schema cannot state, each answered 422 naming the field, so a request valid
+# by the schema alone may rightly be refused there (every other rule is in the schema):
+# - an alert's symbol must be one this gateway serves (its SYMBOLS setting; GET /markets lists
+#   them) and a webhook host must resolve to a public address (DNS, at save time);
+# - a PATCH is merged with the stored alert, and the merged alert must be complete;
+# - a history range's start must not be after its end.
+CONFIG = """
 [[operations]]
 include-path-regex = "^/api/v1/alerts"
 include-method = ["POST", "PATCH"]
 
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
+include-path = "/api/v1/prices/{symbol}/history"
+
+[operations.checks.positive_data_acceptance]
+expected-statuses = ["2xx", "304", "401", "404", "422", "429"]
 """
+
+
+async def _login(http: aiohttp.ClientSession, base: str, email: str) -> str:
+    creds = {"email": email, "password": "fuzz-password"}
+    await http.post(f"{base}/api/v1/auth/register", json=creds)
+    async with http.post(f"{base}/api/v1/auth/login", json=creds) as resp:
+        token: str = (await resp.json())["access_token"]
+        return token
+
+
+async def _schemathesis(base: str, cwd: Path, *options: str) -> tuple[int, str]:
+    cli = Path(sys.executable).parent / "schemathesis"
+    proc = await asyncio.create_subprocess_exec(
+        str(cli),
+        "run",
+        f"{base}/openapi.json",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"),
+        "--seed",
+        "1",
+        "--workers",
+        "2",
+        "--generation-database",
+        "none",
+        "--no-color",
+        *options,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
 
 
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     stack: Stack, fresh_database: str, tmp_path: Path
 ) -> None:
+    """Every check, over every route, without credentials and with a bearer token. Logging
+    out ends the token it is called with, so it is fuzzed on its own login, last."""
     port = free_port()
     env = {
         **os.environ,
@@ -47,44 +96,30 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "GATEWAY_HOST": "127.0.0.1",
     }
     base = f"http://127.0.0.1:{port}"
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
+    logout = "/api/v1/auth/logout"
     with service_process("gateway", env, port, log_path=tmp_path / "gateway.log"):
         async with aiohttp.ClientSession() as http:
-            creds = {"email": "fuzz@example.com", "password": "fuzz-password"}
-            await http.post(f"{base}/api/v1/auth/register", json=creds)
-            async with http.post(f"{base}/api/v1/auth/login", json=creds) as resp:
-                token = (await resp.json())["access_token"]
-        cli = Path(sys.executable).parent / "schemathesis"
-        (tmp_path / "schemathesis.toml").write_text(ALERT_WRITES_CONFIG)
-        proc = await asyncio.create_subprocess_exec(
-            str(cli),
-            "run",
-            f"{base}/openapi.json",
-            "--checks",
-            "all",
-            # Cross-field rules (start after end, "above" without target_price, a webhook_url
-            # without the webhook channel) answer 422 to bodies JSON Schema alone calls valid;
-            # every other check, rejection of schema-violating input included, stays on.
-            "--exclude-checks",
-            "positive_data_acceptance",
-            "--phases",
-            "examples,coverage,fuzzing",
-            "--max-examples",
-            os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"),
-            "--seed",
-            "1",
-            "--workers",
-            "2",
-            "--generation-database",
-            "none",
-            "--no-color",
-            "--exclude-path",
-            "/api/v1/auth/logout",
-            "-H",
-            f"Authorization: Bearer {token}",
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 240)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, text[-6000:]
+            token = await _login(http, base, "fuzz@example.com")
+            logout_token = await _login(http, base, "fuzz-logout@example.com")
+        runs = {
+            "without credentials": await _schemathesis(base, tmp_path),
+            "with a token": await _schemathesis(
+                base, tmp_path, "--exclude-path", logout, "-H", f"Authorization: Bearer {token}"
+            ),
+            "logout with a token": await _schemathesis(
+                base,
+                tmp_path,
+                "--include-path",
+                logout,
+                "-H",
+                f"Authorization: Bearer {logout_token}",
+            ),
+        }
+    failed = {name: text[-6000:] for name, (code, text) in runs.items() if code != 0}
+    assert not failed, "\n\n".join(f"=== {name}\n{text}" for name, text in failed.items())
+    for name, (_, text) in runs.items():
+        generated = re.search(r"(\d+) generated", text)
+        assert generated is not None and int(generated.group(1)) > 0, f"{name}: nothing tested"
+        if name != "without credentials":
+            assert "Authentication failed" not in text, f"{name}: the token was refused"

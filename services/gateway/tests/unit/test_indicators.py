@@ -103,7 +103,7 @@ def test_the_documented_pattern_admits_only_what_the_parser_accepts() -> None:
     from tickwatch_gateway.market.indicator_routes import SPEC_PATTERN
 
     for good in ["sma", "sma:20,ema:50,rsi:14,macd:12:26:9,bbands:20:2", "bbands:5:0.5", "rsi:1"]:
-        assert re.match(SPEC_PATTERN, good)
+        assert re.fullmatch(SPEC_PATTERN, good)
         ind.parse_specs(good)
     for bad in ["sma:0", "sma:1:2", "bbands:20:0", "bbands:20:11", "foo", ""]:
-        assert not re.match(SPEC_PATTERN, bad)
+        assert not re.fullmatch(SPEC_PATTERN, bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tickwatch_gateway.app import build_api
 from tickwatch_gateway.http.openapi import docs_page
 
@@ -36,3 +38,27 @@ def test_the_docs_page_lists_every_path_without_outside_resources() -> None:
     for path in doc["paths"]:
         assert path in page
     assert "https://" not in page
+
+
+def _patterns(node: object) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return own + [p for value in node.values() for p in _patterns(value)]
+    if isinstance(node, list):
+        return [p for item in node for p in _patterns(item)]
+    return []
+
+
+def test_every_published_pattern_refuses_what_the_gateway_refuses() -> None:
+    """A schema whose pattern allows a control character calls a body valid that the gateway
+    answers 422 to; one a JSON Schema validator cannot compile is dropped by it whole."""
+    from schemathesis.core.jsonschema.patterns import is_valid_jsonschema_rs_regex
+
+    patterns = set(_patterns(build_api().document("Tickwatch", "test")))
+    assert len(patterns) >= 3
+    for pattern in patterns:
+        assert is_valid_jsonschema_rs_regex(pattern), pattern
+        for control in ("\x00", "\x01", "\x1f", "\x7f", "\x0b"):
+            assert re.search(pattern, f"a{control}b@example.com") is None, (pattern, control)
+        if re.search(pattern, "70000\n1") is None:  # one-line text: no final newline either
+            assert re.search(pattern, "70000\n") is None, pattern

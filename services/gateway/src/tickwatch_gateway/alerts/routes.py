@@ -21,6 +21,7 @@ from pydantic import (
     Strict,
     ValidationError,
 )
+from pydantic.config import JsonDict
 from tickwatch_common.events.alerts import AlertStatus, ChannelName, Condition, Frequency
 from tickwatch_common.events.base import now_ms
 from tickwatch_common.ssrf import check_webhook_target, resolve_host
@@ -48,15 +49,19 @@ from tickwatch_gateway.runtime.clock import iso_from_ms, ms_from_datetime
 
 PositiveDecimal = Annotated[
     str,
+    CleanText(pattern=r"[0-9]{1,20}(\.[0-9]{1,18})?"),
     Field(
-        pattern=r"^[0-9]{1,20}(\.[0-9]{1,18})?$",
         examples=["70000"],
         description="a positive exact decimal string",
     ),
 ]
 DecimalOut = Annotated[str, Field(examples=["67012.34"], description="exact decimal string")]
 SymbolIn = Annotated[str, CleanText(min_length=1, max_length=41), Field(examples=["BTC-USDT"])]
-Url = Annotated[str, CleanText(min_length=1, max_length=2048)]
+Url = Annotated[
+    str,
+    CleanText(max_length=2048, pattern=r"[Hh][Tt][Tt][Pp][Ss]?://[^\s\x00-\x1f\x7f]+"),
+    Field(description="an http or https URL whose host resolves to a public address"),
+]
 Note = Annotated[str, CleanText(max_length=500, multiline=True)]
 Channels = Annotated[list[ChannelName], Field(min_length=1, max_length=2)]
 UniqueChannels = Annotated[
@@ -64,8 +69,8 @@ UniqueChannels = Annotated[
 ]
 Percent = Annotated[
     str,
+    CleanText(pattern=r"[0-9]{1,3}(\.[0-9]{1,18})?|1000"),
     Field(
-        pattern=r"^([0-9]{1,3}(\.[0-9]{1,18})?|1000)$",
         examples=["5"],
         description="a positive percentage, at most 1000, as an exact decimal string",
     ),
@@ -118,11 +123,47 @@ class AlertCreate(RootModel[PriceAlertCreate | PctAlertCreate]):
     root: Annotated[PriceAlertCreate | PctAlertCreate, Field(discriminator="condition")]
 
 
+_PRICE_CONDITION: JsonDict = {
+    "required": ["condition"],
+    "properties": {"condition": {"enum": ["above", "below", "crosses_up", "crosses_down"]}},
+}
+_PCT_CONDITION: JsonDict = {
+    "required": ["condition"],
+    "properties": {"condition": {"const": "pct_change"}},
+}
+PATCH_KEEPS_ITS_CONDITIONS_FIELDS: JsonDict = {
+    "allOf": [
+        {
+            "if": _PRICE_CONDITION,
+            "then": {
+                "properties": {
+                    "target_price": {"type": "string"},
+                    "pct": {"type": "null"},
+                    "window_seconds": {"type": "null"},
+                }
+            },
+        },
+        {
+            "if": _PCT_CONDITION,
+            "then": {
+                "properties": {
+                    "target_price": {"type": "null"},
+                    "pct": {"type": "string"},
+                    "window_seconds": {"type": "integer"},
+                }
+            },
+        },
+    ]
+}
+"""A PATCH naming the condition may not, in the same body, clear what that condition needs or
+set what it refuses (whether the result is complete also depends on the stored alert)."""
+
+
 class AlertPatch(BaseModel):
     """Only the fields given change; ``null`` clears an optional one. ``status`` pauses or
     (re-)activates the alert."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=PATCH_KEEPS_ITS_CONDITIONS_FIELDS)
 
     symbol: SymbolIn = _absent()
     condition: Condition = _absent()

@@ -18,12 +18,18 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from tickwatch_common.logging import CURRENT_REQUEST_ID
 
-from tickwatch_gateway.http.problems import Handler, problem_for
+from tickwatch_gateway.http.problems import Handler, ProblemError, problem_for
 from tickwatch_gateway.http.ratelimit import Decision
 
 REQUEST_ID = "X-Request-ID"
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+MAX_TARGET_BYTES = 8192
+"""The longest path and query answered; a longer one gets a 414 problem. The HTTP parser's own
+limit (``PARSER_LINE_BYTES``, set where the server is made) is kept higher so that these
+requests reach this check instead of the parser's plain-text 400."""
+PARSER_LINE_BYTES = 65536
 
 _PROCESS = uuid.uuid4().hex[:12]
 _SEQUENCE = itertools.count(1)
@@ -93,6 +99,11 @@ def edge_middleware(cors_origins: list[str], admit: Admit) -> Middleware:
         if response is None:
             token = CURRENT_REQUEST_ID.set(rid)
             try:
+                if len(request.raw_path) > MAX_TARGET_BYTES:
+                    raise _too_long(request)
+                unrouted = request.match_info.http_exception
+                if isinstance(unrouted, web.HTTPMethodNotAllowed):
+                    raise unrouted  # the method is wrong whoever asks: 405 before any 401
                 decision = await admit(request)
                 response = await handler(request)
             except Exception as exc:  # problem_for logs what was not expected
@@ -116,3 +127,14 @@ def edge_middleware(cors_origins: list[str], admit: Admit) -> Middleware:
         return response
 
     return edge
+
+
+def _too_long(request: web.Request) -> ProblemError:
+    url = request.rel_url
+    where = "query" if len(url.raw_query_string) >= len(url.raw_path) else "path"
+    return ProblemError(
+        414,
+        f"the request's path and query are {len(request.raw_path)} bytes; at most "
+        f"{MAX_TARGET_BYTES} are accepted",
+        errors=[{"field": where, "in": where, "message": "too long"}],
+    )

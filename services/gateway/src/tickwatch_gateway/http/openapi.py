@@ -17,6 +17,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from tickwatch_gateway.http.middleware import MAX_TARGET_BYTES
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Auth = Literal["public", "user", "jwt"]
 """public: anyone (credentials optional); user: JWT or API key; jwt: a user's access token only."""
@@ -46,6 +48,8 @@ class Operation:
     status: int = 200
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
+    body_optional: bool = False
+    """The body may be left out altogether (the handler then uses the model's defaults)."""
     auth: Auth = "public"
     scope: str | None = None
     path_params: dict[str, str] = field(default_factory=dict)
@@ -106,6 +110,7 @@ class Api:
         responses: dict[str, Any] = {str(op.status): ok}
         errors = {404: "not found", 422: "invalid request: `errors` names each field at fault"}
         errors[429] = "rate limited; retry after `Retry-After` seconds"
+        errors[414] = f"path and query longer than {MAX_TARGET_BYTES} bytes"
         if op.body is not None:
             errors |= {413: "request body too large", 415: "body is not application/json"}
         if op.auth != "public":
@@ -150,7 +155,7 @@ class Api:
         }
         if op.body is not None:
             doc["requestBody"] = {
-                "required": True,
+                "required": not op.body_optional,
                 "content": {
                     "application/json": {"schema": _schema(op.body, schemas, "validation")}
                 },

@@ -9,7 +9,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from tickwatch_gateway.http.api_types import DecimalString, Timestamp, decimal_str
+from tickwatch_gateway.http.api_types import DecimalString, QueryDateTime, Timestamp, decimal_str
 from tickwatch_gateway.http.conditional import cached_json
 from tickwatch_gateway.http.openapi import Api
 from tickwatch_gateway.http.problems import ProblemError, parse_query
@@ -26,8 +26,8 @@ MAX_AGE_S = 5
 
 class HistoryQuery(BaseModel):
     interval: Interval = "1m"
-    start: datetime | None = Field(default=None, description="ISO-8601; UTC when no offset")
-    end: datetime | None = Field(default=None, description="ISO-8601; UTC when no offset")
+    start: QueryDateTime | None = Field(default=None, description="ISO-8601; UTC when no offset")
+    end: QueryDateTime | None = Field(default=None, description="ISO-8601; UTC when no offset")
     limit: int = Field(default=500, ge=1, le=1000)
     source: Source | None = None
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
+from tickwatch_common.text import CleanText
 
 from tickwatch_gateway.http.api_types import DecimalString, Timestamp
 from tickwatch_gateway.http.conditional import cached_json
@@ -23,14 +25,13 @@ DIGITS = 12
 _P = "[1-9][0-9]{0,2}"
 _K = r"(10|[1-9](\.[0-9]{1,2})?|0\.[0-9]?[1-9])"
 _ONE = f"(sma(:{_P})?|ema(:{_P})?|rsi(:{_P})?|macd(:{_P}(:{_P}(:{_P})?)?)?|bbands(:{_P}(:{_K})?)?)"
-SPEC_PATTERN = f"^{_ONE}(,{_ONE}){{0,9}}$"
+SPEC_PATTERN = f"{_ONE}(,{_ONE}){{0,9}}"
 
 
 class IndicatorQuery(BaseModel):
     interval: Interval = "1m"
-    indicators: str = Field(
+    indicators: Annotated[str, CleanText(pattern=SPEC_PATTERN)] = Field(
         default="sma:20",
-        pattern=SPEC_PATTERN,
         description="Comma-separated: sma:N, ema:N, rsi:N, macd:FAST:SLOW:SIGNAL, bbands:N:K",
         examples=["sma:20,ema:50,rsi:14,macd:12:26:9,bbands:20:2"],
     )
