@@ -188,9 +188,15 @@ async def recreate_topic(
             )
             [(_, code, message)] = response.topic_errors
             if code == 0:
-                return
+                break
             if code != TopicAlreadyExistsError.errno or time.monotonic() > deadline:
                 raise RuntimeError(f"creating {name}: error {code} {message}")
+            await asyncio.sleep(0.1)
+        # The broker answers the creation before its metadata lists the topic; a client asking
+        # at once (ensure_topics, a producer) would find it missing and create it again.
+        while name not in await admin.list_topics():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} created but never listed")
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
