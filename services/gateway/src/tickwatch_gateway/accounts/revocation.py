@@ -24,6 +24,17 @@ token lifetime) as soon as Redis answers again. A Redis outage thus costs a quer
 authenticated request, never a revoked token accepted; with PostgreSQL down as well the check
 fails closed (503). Revocations made here are also kept in process until they expire.
 
+**In process, when the change feed is live.** Each revocation is also published on the
+replicas' change feed (:mod:`tickwatch_gateway.runtime.change_feed`) in the pipeline that
+writes it, and every replica adds it to its own copy; when a feed subscription opens, the copy
+is rebuilt from PostgreSQL (the families revoked within one token lifetime). While the feed is
+live and the copy was rebuilt for its current subscription, "not in the copy" is the answer and
+a request pays no Redis round trip; otherwise the Redis path above is taken. A revocation reaches
+another replica as fast as Redis relays the message (well under a millisecond here), the same
+order as a request racing the logout itself; a replica that has heard nothing on the feed for
+``STALE_S`` (0.5 s: its heartbeat is every 0.1 s) stops trusting its copy, which bounds how long
+a revoked token can still pass elsewhere when the feed is stuck or the replica is far behind.
+
 One gap remains, and it is narrow: a replica that revokes while Redis is down and dies before
 Redis is back leaves the entry missing for replicas that saw no Redis failure themselves, until
 the next fill (a Redis restart) or the token's expiry.
@@ -32,6 +43,7 @@ the next fill (a Redis restart) or the token's expiry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -41,6 +53,7 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 
+from tickwatch_gateway.runtime.change_feed import ChangeFeed, Listener
 from tickwatch_gateway.runtime.redis_guard import RedisGuard
 
 log = structlog.get_logger(__name__)
@@ -62,12 +75,19 @@ class RevocationUnknown(Exception):
 
 
 class LoginRevocations:
-    def __init__(self, guard: RedisGuard, pool: asyncpg.Pool, ttl_s: int) -> None:
+    def __init__(
+        self, guard: RedisGuard, pool: asyncpg.Pool, ttl_s: int, feed: ChangeFeed | None = None
+    ) -> None:
         self.guard = guard
         self.pool = pool
         self.ttl_s = ttl_s  # the access tokens' lifetime plus the verification leeway
         self.marker = f"{guard.prefix}revoked-login:complete"
+        self.feed = feed
         self._here: dict[str, float] = {}  # login id -> monotonic time its entry expires
+        self._copy_generation = -1  # the feed subscription the copy in _here is complete for
+        self._rebuild: asyncio.Task[None] | None = None
+        if feed is not None:
+            feed.listen(Listener("revoked", self._heard, self._rebuild_copy))
         self._trusted = False  # the Redis copy is known complete (first check fills it)
         self._next_fill = 0.0
         self._fill_lock = asyncio.Lock()
@@ -90,6 +110,8 @@ class LoginRevocations:
             async with r.pipeline(transaction=False) as pipe:
                 for sid in sids:
                     pipe.set(self._key(sid), b"1", ex=self.ttl_s)
+                    if self.feed is not None:
+                        pipe.publish(*self.feed.message("revoked", sid))
                 await pipe.execute()
             return True
 
@@ -101,6 +123,9 @@ class LoginRevocations:
         expires = self._here.get(sid)
         if expires is not None and expires > time.monotonic():
             return True
+        feed = self.feed
+        if feed is not None and self._copy_generation == feed.generation and feed.live:
+            return False
         if self._trusted:
 
             async def mget(r: Redis) -> list[bytes | None]:
@@ -150,6 +175,44 @@ class LoginRevocations:
                 log.info("revocations_refilled", logins=len(sids))
             else:
                 self._next_fill = time.monotonic() + REFILL_RETRY_S
+
+    def _heard(self, sid: str) -> None:
+        """Another replica (or this one) revoked ``sid``."""
+        self._here[sid] = time.monotonic() + self.ttl_s
+        self._prune()
+        self.on_revoke()
+
+    def _rebuild_copy(self) -> None:
+        assert self.feed is not None
+        if self._rebuild is not None:
+            self._rebuild.cancel()
+        self._rebuild = asyncio.create_task(self._load(self.feed.generation), name="revocations")
+
+    async def _load(self, generation: int) -> None:
+        """Fill the copy from PostgreSQL for one subscription; retried until it succeeds or the
+        subscription is replaced (each attempt bounded by the pool's command timeout)."""
+        delay = 0.2
+        while self.feed is not None and self.feed.generation == generation:
+            try:
+                rows = await self.pool.fetch(_RECENTLY_REVOKED, float(self.ttl_s))
+            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                log.warning("revocations_copy_failed", error=str(exc)[:200], retry_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            expires = time.monotonic() + self.ttl_s
+            for row in rows:
+                self._here[str(row["family_id"])] = expires
+            self._prune()
+            self._copy_generation = generation
+            log.info("revocations_copied", logins=len(rows), generation=generation)
+            return
+
+    async def close(self) -> None:
+        if self._rebuild is not None:
+            self._rebuild.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rebuild
 
     def _prune(self) -> None:
         if len(self._here) > LOCAL_PRUNE_AT:

@@ -22,7 +22,7 @@ from tickwatch_gateway.accounts.settings import AccountSettings
 from tickwatch_gateway.accounts.store import AccountStore
 from tickwatch_gateway.accounts.tokens import LEEWAY_S, TokenIssuer
 from tickwatch_gateway.http.openapi import Api
-from tickwatch_gateway.runtime.keys import POOL, REDIS, TASKS
+from tickwatch_gateway.runtime.keys import FEED, POOL, REDIS, TASKS
 from tickwatch_gateway.runtime.shutdown import stop_tasks
 
 
@@ -41,7 +41,7 @@ def install_accounts(app: web.Application, settings: AccountSettings) -> None:
             app[POOL], settings.refresh_token_ttl_s, settings.api_key_touch_interval_s
         )
         app[REVOCATIONS] = revocations = LoginRevocations(
-            app[REDIS], app[POOL], settings.access_token_ttl_s + LEEWAY_S
+            app[REDIS], app[POOL], settings.access_token_ttl_s + LEEWAY_S, app[FEED]
         )
         app[SESSIONS] = sessions = SessionWatch(revocations, settings.ws_session_check_s)
         revocations.on_revoke = sessions.poke
@@ -51,6 +51,7 @@ def install_accounts(app: web.Application, settings: AccountSettings) -> None:
             yield
         finally:
             await stop_tasks([task], settings.shutdown_timeout_s)
+            await revocations.close()
 
     app.cleanup_ctx.append(stores)
 

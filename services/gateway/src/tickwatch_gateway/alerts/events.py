@@ -5,75 +5,26 @@
   idempotent, so a redelivered message changes nothing.
 - :class:`AlertPush` (group-less, so every replica sees every trigger) pushes each trigger on
   the WebSocket ``alerts`` channel to its owner's connections on this replica.
-- :class:`AlertListCache` keeps ``GET /alerts`` answers per user in Redis under a per-user
-  version that every change bumps; without Redis the answers are simply not cached.
+- Recording a trigger bumps its owner's list version (:mod:`.list_cache`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import cast
 
 import structlog
-from redis.asyncio import Redis
 from tickwatch_common.events import NotificationStatus, Trigger
 from tickwatch_common.kafka import Delivered
 
+from tickwatch_gateway.alerts.list_cache import AlertListCache
 from tickwatch_gateway.alerts.store import AlertStore
 from tickwatch_gateway.http.api_types import decimal_str
 from tickwatch_gateway.market import Hub, Outgoing
 from tickwatch_gateway.runtime.clock import iso_from_ms
-from tickwatch_gateway.runtime.redis_guard import RedisGuard
 
 log = structlog.get_logger(__name__)
 
 ALERTS_CHANNEL = "alerts"
-
-
-class AlertListCache:
-    def __init__(self, guard: RedisGuard, ttl_s: int) -> None:
-        self.guard = guard
-        self.ttl_s = ttl_s
-
-    def _version_key(self, user_id: str) -> str:
-        return f"{self.guard.prefix}alerts-version:{user_id}"
-
-    async def version(self, user_id: str) -> int | None:
-        """The user's list version, or ``None`` when Redis cannot be asked (skip the cache)."""
-
-        async def get(r: Redis) -> int | None:
-            raw = await r.get(self._version_key(user_id))
-            return int(raw) if raw is not None else 0
-
-        return await self.guard.call(get, None)
-
-    @staticmethod
-    def page_key(page: int, per_page: int, status: str | None, symbol: str | None) -> str:
-        """One cached answer per page of the list, filter and canonical symbol."""
-        return f"{page}:{per_page}:{status}:{symbol}"
-
-    def _key(self, user_id: str, version: int, query: str) -> str:
-        return f"{self.guard.prefix}cache:alerts:{user_id}:v{version}:{query}"
-
-    async def get(self, user_id: str, version: int, query: str) -> bytes | None:
-        async def get(r: Redis) -> bytes | None:
-            return cast(bytes | None, await r.get(self._key(user_id, version, query)))
-
-        return await self.guard.call(get, None)
-
-    async def set(self, user_id: str, version: int, query: str, body: bytes) -> None:
-        async def setex(r: Redis) -> None:
-            await r.set(self._key(user_id, version, query), body, ex=self.ttl_s)
-
-        await self.guard.call(setex, None)
-
-    async def invalidate(self, user_id: str) -> None:
-        """Every cached list of the user is unreachable from now on (they expire on their own)."""
-
-        async def incr(r: Redis) -> None:
-            await r.incr(self._version_key(user_id))
-
-        await self.guard.call(incr, None)
 
 
 class AlertRecorder:

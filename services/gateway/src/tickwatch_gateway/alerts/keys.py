@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from tickwatch_gateway.alerts.changes_log import ChangesLogWatch, Reconciler
-from tickwatch_gateway.alerts.events import AlertListCache
+from tickwatch_gateway.alerts.list_cache import AlertListCache
 from tickwatch_gateway.alerts.outbox import OutboxRelay
 from tickwatch_gateway.alerts.settings import AlertSettings
 from tickwatch_gateway.alerts.store import AlertStore

@@ -18,7 +18,7 @@ from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, NOTIFICATIO
 
 from tickwatch_gateway.alerts import ops_routes, routes
 from tickwatch_gateway.alerts.changes_log import ChangesLogWatch, Reconciler
-from tickwatch_gateway.alerts.events import AlertListCache, AlertPush, AlertRecorder
+from tickwatch_gateway.alerts.events import AlertPush, AlertRecorder
 from tickwatch_gateway.alerts.keys import (
     ALERT_CACHE,
     ALERT_PUSH_POSITIONED,
@@ -28,13 +28,14 @@ from tickwatch_gateway.alerts.keys import (
     CHANGES_WATCH,
     RECONCILER,
 )
+from tickwatch_gateway.alerts.list_cache import AlertListCache
 from tickwatch_gateway.alerts.outbox import OutboxRelay
 from tickwatch_gateway.alerts.settings import AlertSettings
 from tickwatch_gateway.alerts.store import AlertStore
 from tickwatch_gateway.http.openapi import Api
 from tickwatch_gateway.market import HUB
 from tickwatch_gateway.runtime.consumers import start_at_end
-from tickwatch_gateway.runtime.keys import CHECKS, POOL, PUBLISHER, REDIS, TASKS
+from tickwatch_gateway.runtime.keys import CHECKS, FEED, POOL, PUBLISHER, REDIS, TASKS
 from tickwatch_gateway.runtime.shutdown import stop_tasks
 
 # Produced to (alert changes) or dead-lettered from (the consumer groups' topics).
@@ -48,7 +49,7 @@ def install_alerts(app: web.Application, settings: AlertSettings) -> None:
 
     async def stores(app: web.Application) -> AsyncIterator[None]:
         app[ALERT_STORE] = AlertStore(app[POOL], settings.alerts_max_active_per_user)
-        app[ALERT_CACHE] = AlertListCache(app[REDIS], settings.alerts_list_cache_ttl_s)
+        app[ALERT_CACHE] = AlertListCache(app[REDIS], settings.alerts_list_cache_ttl_s, app[FEED])
         yield
 
     async def outbox_and_reconcile(app: web.Application) -> AsyncIterator[None]:

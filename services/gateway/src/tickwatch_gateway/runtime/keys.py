@@ -10,6 +10,7 @@ from aiohttp import web
 from tickwatch_common.kafka import Publisher
 from tickwatch_common.ops import Check
 
+from tickwatch_gateway.runtime.change_feed import ChangeFeed
 from tickwatch_gateway.runtime.redis_guard import RedisGuard
 from tickwatch_gateway.runtime.settings import RuntimeSettings
 
@@ -21,3 +22,4 @@ TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", RedisGuard)
 PUBLISHER = web.AppKey("publisher", Publisher)
+FEED = web.AppKey("change_feed", ChangeFeed)

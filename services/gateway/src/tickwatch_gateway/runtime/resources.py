@@ -5,6 +5,8 @@ feature stops its own background tasks in its own context, before these close.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,7 +18,16 @@ from tickwatch_common.postgres import migrate, postgres_pool
 from tickwatch_common.redis import redis_client
 from tickwatch_common.topics import Topic
 
-from tickwatch_gateway.runtime.keys import CHECKS, POOL, PUBLISHER, REDIS, RUNTIME_SETTINGS, TASKS
+from tickwatch_gateway.runtime.change_feed import ChangeFeed
+from tickwatch_gateway.runtime.keys import (
+    CHECKS,
+    FEED,
+    POOL,
+    PUBLISHER,
+    REDIS,
+    RUNTIME_SETTINGS,
+    TASKS,
+)
 from tickwatch_gateway.runtime.redis_guard import RedisGuard
 from tickwatch_gateway.runtime.settings import RuntimeSettings
 from tickwatch_gateway.runtime.shutdown import bounded_exit
@@ -46,7 +57,14 @@ def install_runtime(app: web.Application, settings: RuntimeSettings, produced: l
             app[REDIS] = RedisGuard(client, settings.redis_prefix)
             # The gateway serves prices without Redis (the guard falls back), so not critical.
             app[CHECKS].append(redis_check(client, critical=False))
-            yield
+            feed = app[FEED] = ChangeFeed(client, settings.redis_prefix)
+            task = asyncio.create_task(feed.run(), name="change-feed")
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def publisher(app: web.Application) -> AsyncIterator[None]:
         async with kafka_producer(settings, topics=produced) as publisher:
