@@ -21,7 +21,7 @@ from pydantic import (
     Strict,
     ValidationError,
 )
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 from tickwatch_common.events.alerts import AlertStatus, ChannelName, Condition, Frequency
 from tickwatch_common.events.base import now_ms
 from tickwatch_common.ssrf import check_webhook_target, resolve_host
@@ -123,36 +123,25 @@ class AlertCreate(RootModel[PriceAlertCreate | PctAlertCreate]):
     root: Annotated[PriceAlertCreate | PctAlertCreate, Field(discriminator="condition")]
 
 
-_PRICE_CONDITION: JsonDict = {
-    "required": ["condition"],
-    "properties": {"condition": {"enum": ["above", "below", "crosses_up", "crosses_down"]}},
-}
-_PCT_CONDITION: JsonDict = {
-    "required": ["condition"],
-    "properties": {"condition": {"const": "pct_change"}},
-}
+def _when_condition(conditions: list[JsonValue], **types: str) -> JsonDict:
+    """If the body names one of ``conditions``, each field given must be of its JSON type."""
+    return {
+        "if": {"required": ["condition"], "properties": {"condition": {"enum": conditions}}},
+        "then": {"properties": {name: {"type": kind} for name, kind in types.items()}},
+    }
+
+
 PATCH_KEEPS_ITS_CONDITIONS_FIELDS: JsonDict = {
     "allOf": [
-        {
-            "if": _PRICE_CONDITION,
-            "then": {
-                "properties": {
-                    "target_price": {"type": "string"},
-                    "pct": {"type": "null"},
-                    "window_seconds": {"type": "null"},
-                }
-            },
-        },
-        {
-            "if": _PCT_CONDITION,
-            "then": {
-                "properties": {
-                    "target_price": {"type": "null"},
-                    "pct": {"type": "string"},
-                    "window_seconds": {"type": "integer"},
-                }
-            },
-        },
+        _when_condition(
+            ["above", "below", "crosses_up", "crosses_down"],
+            target_price="string",
+            pct="null",
+            window_seconds="null",
+        ),
+        _when_condition(
+            ["pct_change"], target_price="null", pct="string", window_seconds="integer"
+        ),
     ]
 }
 """A PATCH naming the condition may not, in the same body, clear what that condition needs or
