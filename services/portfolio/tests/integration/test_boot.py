@@ -23,7 +23,11 @@ async def test_boots_migrates_answers_ops_routes_and_stops_cleanly_on_sigterm(
     stack_env: dict[str, str], fresh_database: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {**stack_env, "DATABASE_URL": fresh_database}
+    env = {
+        **stack_env,
+        "DATABASE_URL": fresh_database,
+        "INTERNAL_API_SECRET": "boot-test-internal-secret-0123456789abcdef",
+    }
     with service_process("portfolio", env, port, log_path=tmp_path / "portfolio.log") as proc:
         status, body = get(port, "/ready")
         assert status == 200
@@ -48,5 +52,14 @@ async def test_boots_migrates_answers_ops_routes_and_stops_cleanly_on_sigterm(
         )
     finally:
         await conn.close()
-    assert {"accounts", "trades", "holdings", "deposits", "schema_migrations"} <= tables
+    assert {
+        "accounts",
+        "trades",
+        "holdings",
+        "deposits",
+        "orders",
+        "idempotency_keys",
+        "valuation_snapshots",
+        "schema_migrations",
+    } <= tables
     assert cash_type == "numeric"
