@@ -365,8 +365,9 @@ def _check_free(ports: dict[str, int]) -> None:
         )
 
 
-def _jwt_secret(data: Path) -> str:
-    path = data / "jwt_secret"
+def _kept_secret(data: Path, name: str) -> str:
+    """A random secret kept under ``.data/`` (JWT_SECRET, INTERNAL_API_SECRET) across runs."""
+    path = data / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))
@@ -465,7 +466,9 @@ def up(
 
             env = {**inherited, **stack.env()}
             if not seen.get("JWT_SECRET"):
-                env["JWT_SECRET"] = _jwt_secret(data)
+                env["JWT_SECRET"] = _kept_secret(data, "jwt_secret")
+            if not seen.get("INTERNAL_API_SECRET"):
+                env["INTERNAL_API_SECRET"] = _kept_secret(data, "internal_api_secret")
             if not seen.get("MAIL_FROM"):
                 env["MAIL_FROM"] = DEFAULT_MAIL_FROM
             for name, value in LOCAL_DEFAULTS.items():

@@ -1,8 +1,9 @@
-"""The portfolio service's composition root: settings -> resources -> ops server, until SIGTERM.
+"""The portfolio service's composition root: settings -> resources -> the internal API, until
+SIGTERM.
 
-It owns cash balances, trades and holdings (schema ``portfolio``); no feature is built yet, so it
-only prepares its schema, connects to PostgreSQL and Kafka, and answers ``/health``, ``/ready``
-and ``/metrics`` on PORTFOLIO_PORT (default 8084).
+It owns cash balances, the ledger, orders and holdings (schema ``portfolio``), keeps the latest
+prices and trading rules from the broker, and answers the gateway's signed ``/internal/...``
+calls beside ``/health``, ``/ready`` and ``/metrics`` on PORTFOLIO_PORT (default 8084).
 """
 
 from __future__ import annotations
@@ -10,18 +11,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import structlog
 from tickwatch_common.checks import kafka_check, postgres_check
-from tickwatch_common.kafka import kafka_producer
+from tickwatch_common.kafka import kafka_consumer, kafka_producer
 from tickwatch_common.logging import configure_logging
-from tickwatch_common.ops import ops_server
 from tickwatch_common.postgres import migrate, postgres_pool
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
 
+from tickwatch_portfolio.api.routes import internal_app, serving
+from tickwatch_portfolio.ledger.operations import Operations
+from tickwatch_portfolio.ledger.store import LedgerStore
+from tickwatch_portfolio.market.book import PriceBook
+from tickwatch_portfolio.market.feed import MarketFeed, feeding
 from tickwatch_portfolio.settings import Settings
 
 SERVICE = "portfolio"
@@ -31,20 +37,39 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(SERVICE)
 
 
+@dataclass(frozen=True)
+class Portfolio:
+    """The running service's parts, for tests that drive it in-process."""
+
+    pool: asyncpg.Pool
+    book: PriceBook
+    feed: MarketFeed
+    operations: Operations
+
+
 @asynccontextmanager
-async def running_portfolio(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """The service, started (schema migrated, pool and producer open, ops routes served);
-    leaving the block stops it. Answers the pool, the one resource features will build on."""
+async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
+    """The service, started (schema migrated, pool and producer open, the market feed running,
+    the internal API and ops routes served); leaving the block stops it."""
     applied = await migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    max_price_age_ms = int(settings.portfolio_max_price_age_s * 1000)
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
         publisher = await stack.enter_async_context(kafka_producer(settings))
-        checks = [postgres_check(pool), kafka_check(publisher.producer)]
-        await stack.enter_async_context(
-            ops_server(SERVICE, settings.ops_host, settings.portfolio_port, checks)
+        consumer = await stack.enter_async_context(kafka_consumer(settings, group=None))
+        book = PriceBook()
+        feed = await stack.enter_async_context(feeding(consumer, book, max_price_age_ms))
+        store = LedgerStore(
+            pool, settings.portfolio_starting_cash, settings.portfolio_quote_currency
         )
+        operations = Operations(
+            store, book, max_price_age_ms=max_price_age_ms, fee_rate=settings.portfolio_fee_rate
+        )
+        checks = [postgres_check(pool), kafka_check(publisher.producer), feed.check()]
+        app = internal_app(SERVICE, checks, settings.internal_api_secret, operations)
+        await stack.enter_async_context(serving(app, settings.ops_host, settings.portfolio_port))
         log.info("started", port=settings.portfolio_port, migrations_applied=applied)
-        yield pool
+        yield Portfolio(pool, book, feed, operations)
 
 
 async def main() -> None:

@@ -33,7 +33,7 @@ async def test_boots_migrates_answers_ops_routes_and_stops_cleanly_on_sigterm(
         assert status == 200
         ready = json.loads(body)
         assert ready["status"] == "ready"
-        assert set(ready["checks"]) == {"postgres", "kafka"}
+        assert set(ready["checks"]) == {"postgres", "kafka", "market_feed"}
         assert json.loads(get(port, "/health")[1]) == {"status": "ok", "service": "portfolio"}
         assert b"tickwatch_messages_published_total" in get(port, "/metrics")[1]
     assert proc.returncode == 0, (tmp_path / "portfolio.log").read_text()
