@@ -58,17 +58,25 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
         publisher = await stack.enter_async_context(kafka_producer(settings))
         consumer = await stack.enter_async_context(kafka_consumer(settings, group=None))
         book = PriceBook()
-        feed = await stack.enter_async_context(feeding(consumer, book, max_price_age_ms))
         store = LedgerStore(
             pool, settings.portfolio_starting_cash, settings.portfolio_quote_currency
         )
         operations = Operations(
             store, book, max_price_age_ms=max_price_age_ms, fee_rate=settings.portfolio_fee_rate
         )
+        resting = await operations.rebuild()  # before the first tick can reach them
+        feed = await stack.enter_async_context(
+            feeding(consumer, book, max_price_age_ms, operations.on_ticks)
+        )
         checks = [postgres_check(pool), kafka_check(publisher.producer), feed.check()]
         app = internal_app(SERVICE, checks, settings.internal_api_secret, operations)
         await stack.enter_async_context(serving(app, settings.ops_host, settings.portfolio_port))
-        log.info("started", port=settings.portfolio_port, migrations_applied=applied)
+        log.info(
+            "started",
+            port=settings.portfolio_port,
+            migrations_applied=applied,
+            resting_orders=resting,
+        )
         yield Portfolio(pool, book, feed, operations)
 
 

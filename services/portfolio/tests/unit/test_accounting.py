@@ -19,7 +19,9 @@ from tickwatch_portfolio.accounting.domain import (
     conservation_gap,
     deposit,
     release,
+    release_quantity,
     reserve,
+    reserve_quantity,
     value_account,
     withdraw,
 )
@@ -169,18 +171,21 @@ ops = st.one_of(
     st.tuples(st.just("sell"), st.sampled_from(SYMBOLS), quantities, prices),
     st.tuples(st.just("sell_part"), st.sampled_from(SYMBOLS), st.integers(1, 7), prices),
     st.tuples(st.just("rest_buy"), st.sampled_from(SYMBOLS), quantities, prices),
+    st.tuples(st.just("rest_sell"), st.sampled_from(SYMBOLS), quantities, prices),
     st.tuples(st.just("cancel"), st.integers(0, 5)),
     st.tuples(st.just("fill_resting"), st.integers(0, 5)),
 )
-# No bare release: cash is only released by cancelling the order that holds it (releasing more
-# than is reserved is refused, tested above), so reserved always equals the resting orders' sum.
+# No bare release: cash (or quantity) is only released by cancelling the order that holds it
+# (releasing more than is reserved is refused, tested above), so reserved cash always equals the
+# resting buys' sum and each holding's reserved quantity the resting sells' sum.
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(ops, max_size=40))
 def test_conservation_holds_exactly_after_any_sequence(sequence: list[tuple[object, ...]]) -> None:
     account = Account()
-    resting: list[tuple[str, Decimal, Decimal, Decimal]] = []  # symbol, qty, limit, reserved
+    # side, symbol, qty, limit, reserved cash (a buy's; 0 for a sell, which reserves its qty)
+    resting: list[tuple[str, str, Decimal, Decimal, Decimal]] = []
     for op in sequence:
         before = account
         try:
@@ -192,28 +197,62 @@ def test_conservation_holds_exactly_after_any_sequence(sequence: list[tuple[obje
                 case ("buy" | "sell" as side, str(symbol), Decimal() as q, Decimal() as p):
                     account = apply_fill(account, fill_at(symbol, side, q, p))
                 case ("sell_part", str(symbol), int(parts), Decimal() as p):
-                    held = account.quantity(symbol)
+                    held = account.free_quantity(symbol)
                     q = (held / parts).quantize(D("0.001")) if held else D("0.001")
                     account = apply_fill(account, fill_at(symbol, "sell", max(q, D("0.001")), p))
                 case ("rest_buy", str(symbol), Decimal() as q, Decimal() as p):
                     held_cash = reservation(q, p)
                     account = reserve(account, held_cash)
-                    resting.append((symbol, q, p, held_cash))
+                    resting.append(("buy", symbol, q, p, held_cash))
+                case ("rest_sell", str(symbol), Decimal() as q, Decimal() as p):
+                    account = reserve_quantity(account, symbol, q)
+                    resting.append(("sell", symbol, q, p, D(0)))
                 case ("cancel", int(i)) if i < len(resting):
-                    account = release(account, resting[i][3])
+                    side, symbol, q, _, held_cash = resting[i]
+                    if side == "buy":
+                        account = release(account, held_cash)
+                    else:
+                        account = release_quantity(account, symbol, q)
                     resting.pop(i)
                 case ("fill_resting", int(i)) if i < len(resting):
-                    symbol, q, p, held_cash = resting[i]
-                    account = apply_fill(account, fill_at(symbol, "buy", q, p), reserved=held_cash)
+                    side, symbol, q, p, held_cash = resting[i]
+                    if side == "buy":
+                        fill = fill_at(symbol, "buy", q, p)
+                        account = apply_fill(account, fill, reserved=held_cash)
+                    else:
+                        fill = fill_at(symbol, "sell", q, p)
+                        account = apply_fill(account, fill, reserved_quantity=q)
                     resting.pop(i)
         except AccountingError as error:
             assert account is before  # an error leaves the state as it was
             if isinstance(error, InsufficientCash):
                 assert error.required > error.available == account.cash
             if isinstance(error, InsufficientQuantity):
-                assert error.required > error.available == account.quantity(error.symbol)
+                assert error.required > error.available == account.free_quantity(error.symbol)
         assert conservation_gap(account) == 0
         assert account.cash >= 0 and account.reserved >= 0
-        assert account.reserved == sum((r[3] for r in resting), D(0))
+        assert account.reserved == sum((r[4] for r in resting if r[0] == "buy"), D(0))
+        for symbol in SYMBOLS:
+            held = sum((r[2] for r in resting if r[0] == "sell" and r[1] == symbol), D(0))
+            assert account.reserved_quantity(symbol) == held  # a resting sell's quantity stays
         for holding in account.holdings.values():
             assert holding.quantity > 0 and holding.cost > 0
+            assert 0 <= holding.reserved <= holding.quantity
+
+
+def test_a_resting_sell_reserves_its_quantity_so_nothing_can_oversell() -> None:
+    account = apply_fill(funded("10000"), fill_at("BTC-USDT", "buy", D("1"), D("100")))
+    account = reserve_quantity(account, "BTC-USDT", D("0.6"))
+    assert account.free_quantity("BTC-USDT") == D("0.4")
+    with pytest.raises(InsufficientQuantity) as caught:
+        apply_fill(account, fill_at("BTC-USDT", "sell", D("0.5"), D("100")))
+    assert (caught.value.required, caught.value.available) == (D("0.5"), D("0.4"))
+    with pytest.raises(InsufficientQuantity):
+        reserve_quantity(account, "BTC-USDT", D("0.5"))
+    filled = apply_fill(
+        account, fill_at("BTC-USDT", "sell", D("0.6"), D("110")), reserved_quantity=D("0.6")
+    )
+    assert (filled.quantity("BTC-USDT"), filled.reserved_quantity("BTC-USDT")) == (D("0.4"), 0)
+    cancelled = release_quantity(account, "BTC-USDT", D("0.6"))
+    assert cancelled.free_quantity("BTC-USDT") == D("1")
+    assert conservation_gap(filled) == conservation_gap(cancelled) == 0

@@ -1,7 +1,8 @@
 """An account's exact state as immutable values, and the pure functions that move it.
 
 State (:class:`Account`): free ``cash``, ``reserved`` cash (held for resting buys), ``holdings``
-(symbol -> quantity and total cost basis), ``realized_pnl`` (net of each sell's fee),
+(symbol -> quantity, total cost basis and the part of the quantity ``reserved`` for resting
+sells), ``realized_pnl`` (net of each sell's fee),
 ``fees_paid`` (every fee, buys and sells), ``sell_fees`` (the part of ``fees_paid`` charged on
 sells) and ``net_deposits`` (deposits minus withdrawals; a new account's paper cash is a deposit).
 
@@ -36,6 +37,12 @@ P&L and the remaining cost basis of the *same* holding, never into or out of cas
 the identity stays exact because both sides use the same ``c``; selling the rest of the holding
 takes exactly the cost left. Views (:func:`value_account`) divide for averages and percentages;
 they are reports, not ledger state, and round in the ambient context.
+
+Reserved quantity: a resting sell sets its quantity aside in its holding (``reserve_quantity``),
+so a market sell, or another resting sell, can only take the *free* quantity (``quantity -
+reserved``): resting sells plus market sells can never oversell. The reserved quantity stays
+in the holding (still owned, still at cost), so reserving moves no money and the identity is
+untouched; the resting sell's fill releases it first (``apply_fill(..., reserved_quantity=q)``).
 
 Every function returns a new :class:`Account`; an error leaves the caller's value as it was
 (nothing is mutated), so "an error changes nothing" holds by construction.
@@ -109,7 +116,7 @@ class InsufficientReserved(AccountingError):
 
 
 class InsufficientQuantity(AccountingError):
-    """A sell of more than is held."""
+    """A sell (or a resting sell's reservation) of more than the free quantity held."""
 
     def __init__(self, symbol: str, required: Decimal, available: Decimal) -> None:
         super().__init__(
@@ -120,12 +127,31 @@ class InsufficientQuantity(AccountingError):
         self.available = available
 
 
+class InsufficientReservedQuantity(AccountingError):
+    """A release of more quantity than resting sells reserved."""
+
+    def __init__(self, symbol: str, required: Decimal, available: Decimal) -> None:
+        super().__init__(
+            f"insufficient reserved {symbol} quantity: required {required}, available {available}"
+        )
+        self.symbol = symbol
+        self.required = required
+        self.available = available
+
+
 @dataclass(frozen=True, slots=True)
 class Holding:
-    """A position at average cost: ``cost`` is the total basis, fees excluded."""
+    """A position at average cost: ``cost`` is the total basis, fees excluded; ``reserved`` is
+    the part of ``quantity`` resting sells hold (``0 <= reserved <= quantity``)."""
 
     quantity: Decimal
     cost: Decimal
+    reserved: Decimal = ZERO
+
+    @property
+    def free(self) -> Decimal:
+        """The quantity a sell may take or a resting sell reserve."""
+        return EXACT.subtract(self.quantity, self.reserved)
 
     @property
     def avg_cost(self) -> Decimal:
@@ -162,6 +188,14 @@ class Account:
     def quantity(self, symbol: str) -> Decimal:
         holding = self.holdings.get(symbol)
         return holding.quantity if holding else ZERO
+
+    def free_quantity(self, symbol: str) -> Decimal:
+        holding = self.holdings.get(symbol)
+        return holding.free if holding else ZERO
+
+    def reserved_quantity(self, symbol: str) -> Decimal:
+        holding = self.holdings.get(symbol)
+        return holding.reserved if holding else ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +269,48 @@ def release(account: Account, amount: Decimal) -> Account:
         return replace(account, cash=account.cash + amount, reserved=account.reserved - amount)
 
 
-def apply_fill(account: Account, fill: Fill, *, reserved: Decimal = ZERO) -> Account:
+def reserve_quantity(account: Account, symbol: str, quantity: Decimal) -> Account:
+    """Set aside ``quantity`` of a holding for a resting sell (free quantity only)."""
+    _positive("quantity", quantity)
+    held = account.holdings.get(symbol)
+    available = held.free if held else ZERO
+    if held is None or quantity > available:
+        raise InsufficientQuantity(symbol, required=quantity, available=available)
+    with localcontext(EXACT):
+        holding = replace(held, reserved=held.reserved + quantity)
+    return replace(account, holdings=_frozen({**account.holdings, symbol: holding}))
+
+
+def release_quantity(account: Account, symbol: str, quantity: Decimal) -> Account:
+    """Give a cancelled (or filled) resting sell's quantity back to the free quantity."""
+    _positive("quantity", quantity)
+    held = account.holdings.get(symbol)
+    available = held.reserved if held else ZERO
+    if held is None or quantity > available:
+        raise InsufficientReservedQuantity(symbol, required=quantity, available=available)
+    with localcontext(EXACT):
+        holding = replace(held, reserved=held.reserved - quantity)
+    return replace(account, holdings=_frozen({**account.holdings, symbol: holding}))
+
+
+def apply_fill(
+    account: Account,
+    fill: Fill,
+    *,
+    reserved: Decimal = ZERO,
+    reserved_quantity: Decimal = ZERO,
+) -> Account:
     """Book a fill. ``reserved``: the reservation of the resting buy it fills, released first
-    (so a limit buy pays from its own reservation; any surplus goes back to free cash)."""
+    (so a limit buy pays from its own reservation; any surplus goes back to free cash).
+    ``reserved_quantity``: likewise the quantity a resting sell set aside."""
     _positive("quantity", fill.quantity)
     _positive("price", fill.price)
     if not fill.fee.is_finite() or fill.fee < 0:
         raise InvalidAmount("fee", fill.fee)
     if reserved:
         account = release(account, reserved)
+    if reserved_quantity:
+        account = release_quantity(account, fill.symbol, reserved_quantity)
     if fill.side == "buy":
         return _buy(account, fill)
     return _sell(account, fill)
@@ -257,7 +324,7 @@ def _buy(account: Account, fill: Fill) -> Account:
             raise InsufficientCash(required=required, available=account.cash)
         held = account.holdings.get(fill.symbol)
         holding = (
-            Holding(held.quantity + fill.quantity, held.cost + notional)
+            Holding(held.quantity + fill.quantity, held.cost + notional, held.reserved)
             if held
             else Holding(fill.quantity, notional)
         )
@@ -271,7 +338,7 @@ def _buy(account: Account, fill: Fill) -> Account:
 
 def _sell(account: Account, fill: Fill) -> Account:
     held = account.holdings.get(fill.symbol)
-    available = held.quantity if held else ZERO
+    available = held.free if held else ZERO
     if held is None or fill.quantity > available:
         raise InsufficientQuantity(fill.symbol, required=fill.quantity, available=available)
     if fill.quantity == held.quantity:
@@ -285,7 +352,9 @@ def _sell(account: Account, fill: Fill) -> Account:
         if fill.quantity == held.quantity:
             del holdings[fill.symbol]
         else:
-            holdings[fill.symbol] = Holding(held.quantity - fill.quantity, held.cost - cost_out)
+            holdings[fill.symbol] = Holding(
+                held.quantity - fill.quantity, held.cost - cost_out, held.reserved
+            )
         return replace(
             account,
             cash=account.cash + proceeds,

@@ -22,7 +22,7 @@ from tickwatch_common.ops import Check, add_ops_routes
 
 from tickwatch_portfolio.accounting.domain import value_account
 from tickwatch_portfolio.ledger.operations import Operations
-from tickwatch_portfolio.ledger.store import CashFlowKind, LedgerStore
+from tickwatch_portfolio.ledger.store import CashFlowKind, LedgerStore, OrderStatus
 from tickwatch_portfolio.market.book import PriceBook
 from tickwatch_portfolio.orders.domain import OrderRequest
 from tickwatch_portfolio.problems import PROBLEM_JSON, Answer, dec, invalid, problem
@@ -240,6 +240,29 @@ async def get_trades(request: web.Request) -> web.Response:
     return web.json_response({"items": items, "page": page, "per_page": per_page, "total": total})
 
 
+ORDER_STATUSES: tuple[OrderStatus, ...] = ("open", "filled", "cancelled", "rejected")
+
+
+async def get_orders(request: web.Request) -> web.Response:
+    raw = request.query.get("status")
+    status = next((s for s in ORDER_STATUSES if s == raw), None)
+    if raw is not None and status is None:
+        raise Refused(invalid("status", "status must be open, filled, cancelled or rejected"))
+    page = _int_param(request, "page", 1, 1, 1_000_000)
+    per_page = _int_param(request, "per_page", 50, 1, 500)
+    items, total = await request.app[STORE].orders(
+        request[USER], status, limit=per_page, offset=(page - 1) * per_page
+    )
+    return web.json_response({"items": items, "page": page, "per_page": per_page, "total": total})
+
+
+async def delete_order(request: web.Request) -> web.Response:
+    raw = request.match_info["order_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return respond(problem(404, f"no order {raw}"))
+    return respond(await request.app[OPERATIONS].cancel(request[USER], int(raw)))
+
+
 def internal_app(
     service: str,
     checks: list[Check],
@@ -254,6 +277,8 @@ def internal_app(
     app[STORE] = operations.store
     app[BOOK] = operations.book
     app.router.add_post("/internal/orders", post_order)
+    app.router.add_get("/internal/orders", get_orders)
+    app.router.add_delete("/internal/orders/{order_id}", delete_order)
     app.router.add_get("/internal/portfolio", get_portfolio)
     app.router.add_post("/internal/deposits", cash_flow("deposit"))
     app.router.add_post("/internal/withdrawals", cash_flow("withdrawal"))

@@ -2,7 +2,13 @@
 replay an Idempotency-Key's first answer, else judge with the pure core, book, and remember.
 
 A market order fills at the price book's latest tick (never a client's price) when that tick is
-fresh; every refusal is an :class:`~tickwatch_portfolio.problems.Answer` (422 naming the field,
+fresh. A limit order rests: a buy reserves its cash (notional at the limit plus its fee), a sell
+its quantity, in the same locked transaction that records it ``open``; once committed it joins the
+in-memory :class:`~tickwatch_portfolio.orders.domain.LimitBook` (rebuilt from the open rows at
+start). A tick that reaches it fills it at its limit price in its own transaction, which locks
+the order row (``FOR UPDATE``) and does nothing unless it is still ``open``: an order fills once
+even if two ticks race, a cancel races, or the service restarts. Cancelling releases the
+reservation. every refusal is an :class:`~tickwatch_portfolio.problems.Answer` (422 naming the field,
 409 with the amounts or the price's age), so the first answer to a key, refusal or not, is what
 its retries get back.
 """
@@ -10,9 +16,12 @@ its retries get back.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
+
+import structlog
+from tickwatch_common.events import Tick
 
 from tickwatch_portfolio.accounting.domain import (
     AccountingError,
@@ -21,18 +30,33 @@ from tickwatch_portfolio.accounting.domain import (
     InvalidAmount,
     apply_fill,
     deposit,
+    release,
+    release_quantity,
+    reserve,
+    reserve_quantity,
     withdraw,
 )
-from tickwatch_portfolio.ledger.store import AccountTx, CashFlowKind, LedgerStore
+from tickwatch_portfolio.ledger.store import (
+    AccountTx,
+    CashFlowKind,
+    LedgerStore,
+    OpenOrder,
+    order_body,
+)
 from tickwatch_portfolio.market.book import PriceBook
 from tickwatch_portfolio.orders.domain import (
+    LimitBook,
     OrderRequest,
+    RestingOrder,
     StalePrice,
     check_order,
     fill_at,
     fresh_price,
+    reservation,
 )
 from tickwatch_portfolio.problems import Answer, dec, invalid, problem
+
+log = structlog.get_logger(__name__)
 
 Clock = Callable[[], int]
 
@@ -67,9 +91,11 @@ class Operations:
         max_price_age_ms: int,
         fee_rate: Decimal,
         clock: Clock = now_ms,
+        limits: LimitBook | None = None,
     ) -> None:
         self.store = store
         self.book = book
+        self.limits = limits if limits is not None else LimitBook()
         self.max_price_age_ms = max_price_age_ms
         self.fee_rate = fee_rate
         self.clock = clock
@@ -99,18 +125,114 @@ class Operations:
         self, user_id: str, request: OrderRequest, *, key: str | None, fingerprint: str
     ) -> Answer:
         async def run(tx: AccountTx) -> Answer:
+            rules = self.book.rules.get(request.symbol)
+            if rules is None:
+                return invalid("symbol", f"unknown symbol {request.symbol}")
+            if not self.book.trading.get(request.symbol, False):
+                return problem(409, f"{request.symbol} is not trading", symbol=request.symbol)
+            if request.type == "limit":
+                return await self._limit_order(tx, request)
             return await self._market_order(tx, request)
 
         return await self._idempotent(user_id, key, fingerprint, run)
 
+    async def _limit_order(self, tx: AccountTx, request: OrderRequest) -> Answer:
+        rules = self.book.rules[request.symbol]
+        if rejection := check_order(request, rules):
+            return invalid(rejection.field, rejection.reason)
+        assert request.limit_price is not None  # check_order refuses a limit order without one
+        held_cash = Decimal(0)
+        try:
+            if request.side == "buy":
+                held_cash = reservation(request.quantity, request.limit_price, self.fee_rate)
+                new = reserve(tx.account, held_cash)
+            else:
+                new = reserve_quantity(tx.account, request.symbol, request.quantity)
+        except AccountingError as exc:
+            return await self._rejected(tx, request, exc)
+        order, body = await tx.book_resting(new, request, held_cash)
+        tx.after_commit.append(lambda: self.rest(order))
+        return Answer(201, body)
+
+    def rest(self, order: OpenOrder) -> None:
+        """Put a committed open order in the in-memory book (once)."""
+        if str(order.id) not in self.limits:
+            self.limits.add(
+                RestingOrder(
+                    str(order.id),
+                    order.user_id,
+                    order.symbol,
+                    order.side,
+                    order.quantity,
+                    order.limit_price,
+                    order.placed_at_ms,
+                )
+            )
+
+    async def rebuild(self) -> int:
+        """Rest every open order PostgreSQL holds (at start, before the feed runs)."""
+        orders = await self.store.open_orders()
+        for order in orders:
+            self.rest(order)
+        return len(orders)
+
+    async def on_ticks(self, ticks: Iterable[Tick]) -> None:
+        """Fill the resting orders each tick reaches, one transaction per fill. A fill that
+        fails is logged and the order left out of the book (still open in PostgreSQL: the next
+        start rests it again)."""
+        for tick in ticks:
+            for order in self.limits.on_tick(tick.symbol, Decimal(tick.price)):
+                try:
+                    await self.fill_resting(order)
+                except Exception:
+                    log.exception("limit_fill_failed", order_id=order.order_id)
+
+    async def fill_resting(self, order: RestingOrder) -> bool:
+        """Fill ``order`` at its limit price unless its row is no longer open (then False)."""
+        async with self.store.locked(order.user_id) as tx:
+            row = await tx.order_for_update(int(order.order_id))
+            if row is None or row["status"] != "open":
+                return False
+            fill = fill_at(
+                order.symbol, order.side, order.quantity, order.limit_price, self.fee_rate
+            )
+            if order.side == "buy":
+                new = apply_fill(tx.account, fill, reserved=row["reserved"])
+            else:
+                new = apply_fill(tx.account, fill, reserved_quantity=order.quantity)
+            await tx.book_limit_fill(new, row["id"], fill)
+        return True
+
+    async def cancel(self, user_id: str, order_id: int) -> Answer:
+        """Cancel a resting order: its reservation released; another user's order, or none,
+        404; one that is no longer open (filled, cancelled, rejected) 409."""
+        async with self.store.locked(user_id) as tx:
+            row = await tx.order_for_update(order_id)
+            if row is None:
+                return problem(404, f"no order {order_id}")
+            if row["status"] != "open":
+                return problem(
+                    409, f"order {order_id} is {row['status']}", order_status=row["status"]
+                )
+            if row["side"] == "buy":
+                new = release(tx.account, row["reserved"])
+            else:
+                new = release_quantity(tx.account, row["symbol"], row["quantity"])
+            cancelled = await tx.book_cancelled(new, order_id)
+
+            def forget() -> None:
+                self.limits.cancel(str(order_id))
+
+            tx.after_commit.append(forget)
+        return Answer(200, order_body(cancelled))
+
+    async def _rejected(self, tx: AccountTx, request: OrderRequest, exc: AccountingError) -> Answer:
+        answer = _refusal(exc)
+        order_id = await tx.book_rejected(request, str(exc))
+        return problem(answer.status, str(exc), order_id=str(order_id), **_extras(answer))
+
     async def _market_order(self, tx: AccountTx, request: OrderRequest) -> Answer:
-        rules = self.book.rules.get(request.symbol)
-        if rules is None:
-            return invalid("symbol", f"unknown symbol {request.symbol}")
-        if not self.book.trading.get(request.symbol, False):
-            return problem(409, f"{request.symbol} is not trading", symbol=request.symbol)
-        if request.type != "market":
-            return invalid("type", "only market orders are accepted yet")
+        rules = self.book.rules[request.symbol]
         try:
             price = fresh_price(
                 request.symbol,
@@ -132,9 +254,7 @@ class Operations:
         try:
             new = apply_fill(tx.account, fill)
         except AccountingError as exc:
-            answer = _refusal(exc)
-            order_id = await tx.book_rejected(request, str(exc))
-            return problem(answer.status, str(exc), order_id=str(order_id), **_extras(answer))
+            return await self._rejected(tx, request, exc)
         return Answer(201, await tx.book_fill(new, request, fill))
 
     async def move_cash(

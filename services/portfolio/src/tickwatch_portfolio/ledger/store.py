@@ -11,7 +11,7 @@ opening deposit.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +41,59 @@ class TradeRow:
     executed_at: datetime
 
 
+ORDER_COLUMNS = (
+    "id, user_id, symbol, side, type, quantity, limit_price, status, reserved, fill_price, fee,"
+    " reason, created_at, updated_at"
+)
+
+
+def order_body(row: asyncpg.Record) -> dict[str, Any]:
+    """An order row as the API shows it."""
+    return {
+        "id": str(row["id"]),
+        "symbol": row["symbol"],
+        "side": row["side"],
+        "type": row["type"],
+        "quantity": dec(_plain(row["quantity"])),
+        "limit_price": None if row["limit_price"] is None else dec(_plain(row["limit_price"])),
+        "status": row["status"],
+        "reserved": dec(_plain(row["reserved"])),
+        "fill_price": None if row["fill_price"] is None else dec(_plain(row["fill_price"])),
+        "fee": None if row["fee"] is None else dec(_plain(row["fee"])),
+        "reason": row["reason"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOrder:
+    """A resting limit order as stored: ``reserved`` is a buy's cash (a sell reserves its
+    ``quantity`` in its holding)."""
+
+    id: int
+    user_id: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    quantity: Decimal
+    limit_price: Decimal
+    reserved: Decimal
+    placed_at_ms: int
+
+
+def _open_order(row: asyncpg.Record) -> OpenOrder:
+    return OpenOrder(
+        id=row["id"],
+        user_id=row["user_id"],
+        symbol=row["symbol"],
+        side=row["side"],
+        quantity=_plain(row["quantity"]),
+        limit_price=_plain(row["limit_price"]),
+        reserved=_plain(row["reserved"]),
+        placed_at_ms=int(row["created_at"].timestamp() * 1000),
+    )
+
+
 class AccountTx:
     """One user's account, locked for the length of a transaction: ``account`` is its state as
     loaded; each ``book_*`` writes the new state with its ledger entry."""
@@ -49,6 +102,8 @@ class AccountTx:
         self.conn = conn
         self.user_id = user_id
         self.account = account
+        self.after_commit: list[Callable[[], None]] = []
+        """Run once the transaction has committed (e.g. rest an order in the in-memory book)."""
 
     async def replay(self, key: str) -> tuple[str, Answer] | None:
         """The answer first given under ``key``, with that request's fingerprint."""
@@ -93,14 +148,16 @@ class AccountTx:
             if old.holdings.get(symbol) == holding:
                 continue
             await self.conn.execute(
-                "INSERT INTO holdings (user_id, symbol, quantity, cost, avg_buy_price)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, symbol) DO UPDATE SET"
-                " quantity = $3, cost = $4, avg_buy_price = $5, updated_at = now()",
+                "INSERT INTO holdings (user_id, symbol, quantity, cost, avg_buy_price, reserved)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, symbol) DO UPDATE SET"
+                " quantity = $3, cost = $4, avg_buy_price = $5, reserved = $6,"
+                " updated_at = now()",
                 self.user_id,
                 symbol,
                 holding.quantity,
                 holding.cost,
                 holding.avg_cost,
+                holding.reserved,
             )
         self.account = new
 
@@ -156,6 +213,67 @@ class AccountTx:
             "created_at": _iso(order["created_at"]),
         }
 
+    async def book_resting(
+        self, new: Account, request: OrderRequest, reserved: Decimal
+    ) -> tuple[OpenOrder, dict[str, Any]]:
+        """Write ``new`` (its cash or quantity reserved) and the open limit order; answers it
+        as stored and as the API shows it."""
+        await self._save(new)
+        row = await self.conn.fetchrow(
+            "INSERT INTO orders (user_id, symbol, side, type, quantity, limit_price, status,"
+            " reserved) VALUES ($1, $2, $3, 'limit', $4, $5, 'open', $6)"
+            f" RETURNING {ORDER_COLUMNS}",
+            self.user_id,
+            request.symbol,
+            request.side,
+            request.quantity,
+            request.limit_price,
+            reserved,
+        )
+        return _open_order(row), order_body(row)
+
+    async def order_for_update(self, order_id: int) -> asyncpg.Record | None:
+        """This user's order, its row locked (so a fill and a cancel, or two fills, of one order
+        run one after the other and the second sees the first's status)."""
+        row: asyncpg.Record | None = await self.conn.fetchrow(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2 FOR UPDATE",
+            order_id,
+            self.user_id,
+        )
+        return row
+
+    async def book_limit_fill(self, new: Account, order_id: int, fill: Fill) -> None:
+        """Write ``new``, the order filled and its trade."""
+        await self._save(new)
+        await self.conn.execute(
+            "UPDATE orders SET status = 'filled', fill_price = $2, fee = $3, updated_at = now()"
+            " WHERE id = $1",
+            order_id,
+            fill.price,
+            fill.fee,
+        )
+        await self.conn.execute(
+            "INSERT INTO trades (user_id, symbol, side, quantity, price, fee, order_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            self.user_id,
+            fill.symbol,
+            fill.side,
+            fill.quantity,
+            fill.price,
+            fill.fee,
+            order_id,
+        )
+
+    async def book_cancelled(self, new: Account, order_id: int) -> asyncpg.Record:
+        """Write ``new`` (the reservation released) and the order cancelled."""
+        await self._save(new)
+        row: asyncpg.Record = await self.conn.fetchrow(
+            "UPDATE orders SET status = 'cancelled', updated_at = now() WHERE id = $1"
+            f" RETURNING {ORDER_COLUMNS}",
+            order_id,
+        )
+        return row
+
     async def book_rejected(self, request: OrderRequest, reason: str) -> int:
         """Record an order the ledger refused (short of cash or quantity)."""
         order_id: int = await self.conn.fetchval(
@@ -207,13 +325,45 @@ class LedgerStore:
         rolled back if it raises."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._open(conn, user_id)
-            yield AccountTx(conn, user_id, await _load(conn, user_id, lock=True))
+            tx = AccountTx(conn, user_id, await _load(conn, user_id, lock=True))
+            yield tx
+        for then in tx.after_commit:
+            then()
 
     async def account(self, user_id: str) -> Account:
         """The user's state as of now (created on first use), without holding a lock."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._open(conn, user_id)
             return await _load(conn, user_id, lock=False)
+
+    async def open_orders(self) -> list[OpenOrder]:
+        """Every resting limit order, oldest first (to rebuild the LimitBook at start)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'open' ORDER BY id"
+            )
+        return [_open_order(r) for r in rows]
+
+    async def orders(
+        self, user_id: str, status: OrderStatus | None, *, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the user's orders (of one status, or all), newest first, and the count."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1"
+                " AND ($2::text IS NULL OR status = $2) ORDER BY id DESC LIMIT $3 OFFSET $4",
+                user_id,
+                status,
+                limit,
+                offset,
+            )
+            total: int = await conn.fetchval(
+                "SELECT count(*) FROM orders WHERE user_id = $1"
+                " AND ($2::text IS NULL OR status = $2)",
+                user_id,
+                status,
+            )
+        return [order_body(r) for r in rows], total
 
     async def trades(self, user_id: str, *, limit: int, offset: int) -> tuple[list[TradeRow], int]:
         """A page of the user's fills, newest first, and how many there are."""
@@ -238,13 +388,19 @@ async def _load(conn: asyncpg.Connection, user_id: str, *, lock: bool) -> Accoun
         user_id,
     )
     holdings = await conn.fetch(
-        "SELECT symbol, quantity, cost FROM holdings WHERE user_id = $1 AND quantity > 0", user_id
+        "SELECT symbol, quantity, cost, reserved FROM holdings WHERE user_id = $1 AND quantity > 0",
+        user_id,
     )
     return Account(
         cash=_plain(row["cash"]),
         reserved=_plain(row["reserved"]),
         holdings=MappingProxyType(
-            {h["symbol"]: Holding(_plain(h["quantity"]), _plain(h["cost"])) for h in holdings}
+            {
+                h["symbol"]: Holding(
+                    _plain(h["quantity"]), _plain(h["cost"]), _plain(h["reserved"])
+                )
+                for h in holdings
+            }
         ),
         realized_pnl=_plain(row["realized_pnl"]),
         fees_paid=_plain(row["fees_paid"]),

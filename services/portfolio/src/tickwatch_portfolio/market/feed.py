@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from tickwatch_common.events import Tick
 from tickwatch_common.kafka import Delivered, consume, stop_consuming
 from tickwatch_common.ops import Check, CheckResult
 from tickwatch_common.topics import INSTRUMENTS, TICKS
@@ -37,18 +38,29 @@ async def position(consumer: AIOKafkaConsumer, max_price_age_ms: int) -> None:
         consumer.seek(tp, at.offset if at is not None else ends[tp])
 
 
-class MarketFeed:
-    """The consume loop into ``book``; ``task`` while it runs."""
+OnTicks = Callable[[list[Tick]], Awaitable[None]]
+"""Called with each batch's ticks once the book holds them (the resting limit orders' fills)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, book: PriceBook) -> None:
+
+class MarketFeed:
+    """The consume loop into ``book``, then ``on_ticks``; ``task`` while it runs."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, book: PriceBook, on_ticks: OnTicks | None = None
+    ) -> None:
         self.consumer = consumer
         self.book = book
+        self.on_ticks = on_ticks
         self.task: asyncio.Task[None] | None = None
         self.records = 0
 
     async def handle(self, batch: list[Delivered]) -> None:
         self.book.on_events(item.event for item in batch)
         self.records += len(batch)
+        if self.on_ticks is not None:
+            ticks = [item.event for item in batch if isinstance(item.event, Tick)]
+            if ticks:
+                await self.on_ticks(ticks)
 
     def check(self) -> Check:
         async def running() -> CheckResult:
@@ -65,11 +77,14 @@ class MarketFeed:
 
 @asynccontextmanager
 async def feeding(
-    consumer: AIOKafkaConsumer, book: PriceBook, max_price_age_ms: int
+    consumer: AIOKafkaConsumer,
+    book: PriceBook,
+    max_price_age_ms: int,
+    on_ticks: OnTicks | None = None,
 ) -> AsyncIterator[MarketFeed]:
     """The feed, positioned and running; stopped on the way out."""
     await position(consumer, max_price_age_ms)
-    feed = MarketFeed(consumer, book)
+    feed = MarketFeed(consumer, book, on_ticks)
     stop = asyncio.Event()
     feed.task = asyncio.create_task(
         consume(consumer, feed.handle, dlq=None, commit=False, stop=stop)
