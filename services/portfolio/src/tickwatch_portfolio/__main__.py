@@ -24,10 +24,11 @@ from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
 
 from tickwatch_portfolio.api.routes import internal_app, serving
-from tickwatch_portfolio.ledger.operations import Operations
+from tickwatch_portfolio.ledger.operations import Operations, now_ms
 from tickwatch_portfolio.ledger.store import LedgerStore
 from tickwatch_portfolio.market.book import PriceBook
 from tickwatch_portfolio.market.feed import MarketFeed, feeding
+from tickwatch_portfolio.performance.reports import Reports, snapshotting
 from tickwatch_portfolio.settings import Settings
 
 SERVICE = "portfolio"
@@ -45,6 +46,7 @@ class Portfolio:
     book: PriceBook
     feed: MarketFeed
     operations: Operations
+    reports: Reports
 
 
 @asynccontextmanager
@@ -68,8 +70,12 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
         feed = await stack.enter_async_context(
             feeding(consumer, book, max_price_age_ms, operations.on_ticks)
         )
+        reports = Reports(store, book, now_ms)
+        await stack.enter_async_context(
+            snapshotting(reports, settings.portfolio_snapshot_interval_s)
+        )
         checks = [postgres_check(pool), kafka_check(publisher.producer), feed.check()]
-        app = internal_app(SERVICE, checks, settings.internal_api_secret, operations)
+        app = internal_app(SERVICE, checks, settings.internal_api_secret, operations, reports)
         await stack.enter_async_context(serving(app, settings.ops_host, settings.portfolio_port))
         log.info(
             "started",
@@ -77,7 +83,7 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
             migrations_applied=applied,
             resting_orders=resting,
         )
-        yield Portfolio(pool, book, feed, operations)
+        yield Portfolio(pool, book, feed, operations, reports)
 
 
 async def main() -> None:

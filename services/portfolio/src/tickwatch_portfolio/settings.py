@@ -23,3 +23,9 @@ class Settings(KafkaSettings, PostgresSettings, InternalApiSettings):
     portfolio_fee_rate: Decimal = Field(
         default=Decimal("0.001"), ge=0, lt=1, description="The taker fee, of each fill's notional."
     )
+    portfolio_snapshot_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often accounts holding anything are valued into a snapshot (at most "
+        "one per user per UTC minute).",
+    )

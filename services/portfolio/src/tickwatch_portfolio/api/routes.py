@@ -25,6 +25,8 @@ from tickwatch_portfolio.ledger.operations import Operations
 from tickwatch_portfolio.ledger.store import CashFlowKind, LedgerStore, OrderStatus
 from tickwatch_portfolio.market.book import PriceBook
 from tickwatch_portfolio.orders.domain import OrderRequest
+from tickwatch_portfolio.performance.domain import RANGES, Range
+from tickwatch_portfolio.performance.reports import Reports
 from tickwatch_portfolio.problems import PROBLEM_JSON, Answer, dec, invalid, problem
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,7 @@ SECRET = web.AppKey("internal_api_secret", SecretStr)
 OPERATIONS = web.AppKey("operations", Operations)
 STORE = web.AppKey("store", LedgerStore)
 BOOK = web.AppKey("book", PriceBook)
+REPORTS = web.AppKey("reports", Reports)
 USER = web.RequestKey("tickwatch_user", str)
 MAX_BODY_BYTES = 64 * 1024
 MAX_KEY_LENGTH = 255
@@ -263,11 +266,30 @@ async def delete_order(request: web.Request) -> web.Response:
     return respond(await request.app[OPERATIONS].cancel(request[USER], int(raw)))
 
 
+def _range(request: web.Request) -> Range:
+    raw = request.query.get("range", "1d")
+    found = next((r for r in RANGES if r == raw), None)
+    if found is None:
+        raise Refused(invalid("range", f"range must be one of {', '.join(RANGES)}"))
+    return found
+
+
+async def get_history(request: web.Request) -> web.Response:
+    range_ = _range(request)
+    return web.json_response(await request.app[REPORTS].history(request[USER], range_))
+
+
+async def get_performance(request: web.Request) -> web.Response:
+    range_ = _range(request)
+    return web.json_response(await request.app[REPORTS].performance(request[USER], range_))
+
+
 def internal_app(
     service: str,
     checks: list[Check],
     secret: SecretStr,
     operations: Operations,
+    reports: Reports,
 ) -> web.Application:
     """The ops routes and the internal API in one application."""
     app = web.Application(middlewares=[internal_only], client_max_size=MAX_BODY_BYTES)
@@ -276,6 +298,7 @@ def internal_app(
     app[OPERATIONS] = operations
     app[STORE] = operations.store
     app[BOOK] = operations.book
+    app[REPORTS] = reports
     app.router.add_post("/internal/orders", post_order)
     app.router.add_get("/internal/orders", get_orders)
     app.router.add_delete("/internal/orders/{order_id}", delete_order)
@@ -283,6 +306,8 @@ def internal_app(
     app.router.add_post("/internal/deposits", cash_flow("deposit"))
     app.router.add_post("/internal/withdrawals", cash_flow("withdrawal"))
     app.router.add_get("/internal/trades", get_trades)
+    app.router.add_get("/internal/history", get_history)
+    app.router.add_get("/internal/performance", get_performance)
     return app
 
 

@@ -34,6 +34,7 @@ from tickwatch_portfolio.accounting.domain import (
     release_quantity,
     reserve,
     reserve_quantity,
+    value_account,
     withdraw,
 )
 from tickwatch_portfolio.ledger.store import (
@@ -271,7 +272,8 @@ class Operations:
                 new = (deposit if kind == "deposit" else withdraw)(tx.account, amount)
             except AccountingError as exc:
                 return _refusal(exc)
-            entry = await tx.book_cash(new, kind, amount)
+            value_before = value_account(tx.account, self.book.prices()).total_value
+            entry = await tx.book_cash(new, kind, amount, value_before)
             return Answer(
                 201,
                 {"id": str(entry), "kind": kind, "amount": dec(amount), "cash": dec(new.cash)},

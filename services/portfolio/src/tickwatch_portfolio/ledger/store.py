@@ -161,14 +161,23 @@ class AccountTx:
             )
         self.account = new
 
-    async def book_cash(self, new: Account, kind: CashFlowKind, amount: Decimal) -> int:
-        """Write ``new`` and its deposit or withdrawal; answers the entry's id."""
+    async def book_cash(
+        self,
+        new: Account,
+        kind: CashFlowKind,
+        amount: Decimal,
+        value_before: Decimal | None = None,
+    ) -> int:
+        """Write ``new`` and its deposit or withdrawal (with the account's total value just
+        before it, for the TWR); answers the entry's id."""
         await self._save(new)
         entry: int = await self.conn.fetchval(
-            "INSERT INTO deposits (user_id, amount, kind) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO deposits (user_id, amount, kind, value_before) VALUES ($1, $2, $3, $4)"
+            " RETURNING id",
             self.user_id,
             amount,
             kind,
+            value_before,
         )
         return entry
 
@@ -314,7 +323,8 @@ class LedgerStore:
         )
         if created and self.starting_cash > 0:
             await conn.execute(
-                "INSERT INTO deposits (user_id, amount, kind) VALUES ($1, $2, 'deposit')",
+                "INSERT INTO deposits (user_id, amount, kind, value_before)"
+                " VALUES ($1, $2, 'deposit', 0)",
                 user_id,
                 self.starting_cash,
             )
@@ -379,6 +389,11 @@ class LedgerStore:
                 "SELECT count(*) FROM trades WHERE user_id = $1", user_id
             )
         return [TradeRow(**dict(r)) for r in rows], total
+
+
+async def load_account(conn: asyncpg.Connection, user_id: str) -> Account:
+    """The user's state, unlocked, on ``conn`` (the account must exist)."""
+    return await _load(conn, user_id, lock=False)
 
 
 async def _load(conn: asyncpg.Connection, user_id: str, *, lock: bool) -> Account:
