@@ -36,7 +36,7 @@ async def test_a_limit_buy_reserves_its_cash_and_a_tick_fills_it_at_its_limit(
 ) -> None:
     symbol = market.new_symbol()
     await market.instrument(symbol)
-    await market.tick(symbol, "100.00")
+    await market.tick(symbol, "100.00", age_s=60)  # a limit order needs no fresh price
     order = {"symbol": symbol, "side": "buy", "quantity": "1", "type": "limit"}
     off_tick = await gateway.call(
         "POST", "/internal/orders", "lb", {**order, "limit_price": "95.001"}
@@ -53,7 +53,8 @@ async def test_a_limit_buy_reserves_its_cash_and_a_tick_fills_it_at_its_limit(
     open_ = (await gateway.call("GET", "/internal/orders?status=open", "lb")).body
     assert [o["id"] for o in open_["items"]] == [placed.body["id"]]
 
-    await market.tick(symbol, "96.00")  # not reached
+    await market.tick(symbol, "94.00", age_s=5)  # reaches it, but is older than the order
+    await market.tick(symbol, "96.00")  # not reached; handled after the tick before it
     assert await _status(gateway, "lb", placed.body["id"]) == "open"
     await market.tick(symbol, "94.50")
     await wait_until(

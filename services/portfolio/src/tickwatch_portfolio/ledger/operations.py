@@ -178,11 +178,15 @@ class Operations:
         return len(orders)
 
     async def on_ticks(self, ticks: Iterable[Tick]) -> None:
-        """Fill the resting orders each tick reaches, one transaction per fill. A fill that
-        fails is logged and the order left out of the book (still open in PostgreSQL: the next
-        start rests it again)."""
+        """Fill the resting orders each tick reaches, one transaction per fill. A tick stamped
+        before an order was placed (replayed at start, or late from a slower source) does not
+        fill it: the order rests again. A fill that fails is logged and the order left out of
+        the book (still open in PostgreSQL: the next start rests it again)."""
         for tick in ticks:
             for order in self.limits.on_tick(tick.symbol, Decimal(tick.price)):
+                if tick.ts_event < order.placed_at:
+                    self.limits.add(order)
+                    continue
                 try:
                     await self.fill_resting(order)
                 except Exception:
