@@ -471,6 +471,8 @@ def up(
                 env["INTERNAL_API_SECRET"] = _kept_secret(data, "internal_api_secret")
             if not seen.get("MAIL_FROM"):
                 env["MAIL_FROM"] = DEFAULT_MAIL_FROM
+            if "portfolio" in service_ports and not seen.get("PORTFOLIO_URL"):
+                env["PORTFOLIO_URL"] = f"http://127.0.0.1:{service_ports['portfolio']}"
             for name, value in LOCAL_DEFAULTS.items():
                 if not seen.get(name):
                     env[name] = value

@@ -21,6 +21,7 @@ from tickwatch_gateway.http.openapi import Api, add_docs_routes
 from tickwatch_gateway.http.wiring import install_http
 from tickwatch_gateway.market import PRODUCED as MARKET_TOPICS
 from tickwatch_gateway.market import install_market, register_market
+from tickwatch_gateway.portfolio import install_portfolio, register_portfolio
 from tickwatch_gateway.runtime.keys import CHECKS
 from tickwatch_gateway.runtime.resources import install_runtime
 from tickwatch_gateway.settings import Settings
@@ -34,6 +35,7 @@ def build_api() -> Api:
     register_market(api)
     register_accounts(api)
     register_alerts(api)
+    register_portfolio(api)
     return api
 
 
@@ -47,6 +49,7 @@ def build_app(settings: Settings) -> web.Application:
     install_accounts(app, settings)
     install_market(app, settings)
     install_alerts(app, settings)
+    install_portfolio(app, settings)
     install_dashboard(app)
     api = build_api()
     api.mount(app)

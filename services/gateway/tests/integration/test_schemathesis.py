@@ -83,7 +83,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
 ) -> None:
     """Every check, over every route, without credentials and with a bearer token. Logging
     out ends the token it is called with, so it is fuzzed on its own login, last."""
-    port = free_port()
+    port, portfolio_port = free_port(), free_port()
     env = {
         **os.environ,
         **stack.env(),
@@ -94,11 +94,17 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "RATE_LIMIT_DEFAULT": "1000000/minute",
         "RATE_LIMIT_AUTH": "1000000/minute",
         "GATEWAY_HOST": "127.0.0.1",
+        "INTERNAL_API_SECRET": f"fuzz-internal-{uuid.uuid4().hex}",
+        "PORTFOLIO_URL": f"http://127.0.0.1:{portfolio_port}",
+        "PORTFOLIO_PORT": str(portfolio_port),
     }
     base = f"http://127.0.0.1:{port}"
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
     logout = "/api/v1/auth/logout"
-    with service_process("gateway", env, port, log_path=tmp_path / "gateway.log"):
+    with (
+        service_process("portfolio", env, portfolio_port, log_path=tmp_path / "portfolio.log"),
+        service_process("gateway", env, port, log_path=tmp_path / "gateway.log"),
+    ):
         async with aiohttp.ClientSession() as http:
             token = await _login(http, base, "fuzz@example.com")
             logout_token = await _login(http, base, "fuzz-logout@example.com")

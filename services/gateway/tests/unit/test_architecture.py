@@ -15,8 +15,8 @@ import pytest
 import tickwatch_gateway
 
 ROOT = Path(tickwatch_gateway.__file__).parent
-LAYERS = ["runtime", "http", "accounts", "market", "alerts", "dashboard"]
-FEATURES = {"accounts", "market", "alerts", "dashboard"}
+LAYERS = ["runtime", "http", "accounts", "market", "alerts", "portfolio", "dashboard"]
+FEATURES = {"accounts", "market", "alerts", "portfolio", "dashboard"}
 # What each package may import besides itself (dashboard sits beside the features, on the edge).
 ALLOWED = {
     "runtime": set(),
@@ -24,6 +24,7 @@ ALLOWED = {
     "accounts": {"runtime", "http"},
     "market": {"runtime", "http", "accounts"},
     "alerts": {"runtime", "http", "accounts", "market"},
+    "portfolio": {"runtime", "http", "accounts", "market"},
     "dashboard": {"runtime", "http"},
 }
 

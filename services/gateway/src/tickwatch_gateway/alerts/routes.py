@@ -41,20 +41,17 @@ from tickwatch_gateway.alerts.domain import (
 )
 from tickwatch_gateway.alerts.keys import ALERT_CACHE, ALERT_SETTINGS, ALERT_STORE
 from tickwatch_gateway.alerts.store import ActiveCapReached, Alert, AlertEvent
-from tickwatch_gateway.http.api_types import Timestamp, decimal_str, optional_decimal_str
+from tickwatch_gateway.http.api_types import (
+    PositiveDecimal,
+    Timestamp,
+    decimal_str,
+    optional_decimal_str,
+)
 from tickwatch_gateway.http.openapi import Api
 from tickwatch_gateway.http.problems import ProblemError, parse_body, parse_query
 from tickwatch_gateway.market import SYMBOLS
 from tickwatch_gateway.runtime.clock import iso_from_ms, ms_from_datetime
 
-PositiveDecimal = Annotated[
-    str,
-    CleanText(pattern=r"[0-9]{1,20}(\.[0-9]{1,18})?"),
-    Field(
-        examples=["70000"],
-        description="a positive exact decimal string",
-    ),
-]
 DecimalOut = Annotated[str, Field(examples=["67012.34"], description="exact decimal string")]
 SymbolIn = Annotated[str, CleanText(min_length=1, max_length=41), Field(examples=["BTC-USDT"])]
 Url = Annotated[

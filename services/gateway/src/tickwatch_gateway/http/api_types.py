@@ -15,6 +15,12 @@ DecimalString = Annotated[
     CleanText(pattern=r"-?[0-9]+(\.[0-9]+)?"),
     Field(examples=["67012.34"], description="exact decimal string"),
 ]
+PositiveDecimal = Annotated[
+    str,
+    CleanText(pattern=r"[0-9]{1,20}(\.[0-9]{1,18})?"),
+    Field(examples=["70000"], description="a positive exact decimal string"),
+]
+"""An exact decimal a client sends: ASCII digits only, at most 20 before and 18 after the point."""
 Timestamp = Annotated[
     str, Field(examples=["2026-11-23T10:00:00.000Z"], description="ISO-8601, UTC, Z suffix")
 ]
