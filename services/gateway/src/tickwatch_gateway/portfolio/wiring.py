@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from tickwatch_gateway.http.openapi import Api
+from tickwatch_gateway.market import HUB
 from tickwatch_gateway.portfolio import routes
-from tickwatch_gateway.portfolio.keys import PORTFOLIO
+from tickwatch_gateway.portfolio.keys import PORTFOLIO, VALUATIONS_POSITIONED
+from tickwatch_gateway.portfolio.live import ValuationPush, push_valuations
 from tickwatch_gateway.portfolio.proxy import PortfolioClient
 from tickwatch_gateway.portfolio.settings import PortfolioSettings
+from tickwatch_gateway.runtime.keys import TASKS
+from tickwatch_gateway.runtime.shutdown import stop_tasks
 
 
 def install_portfolio(app: web.Application, settings: PortfolioSettings) -> None:
@@ -23,7 +28,19 @@ def install_portfolio(app: web.Application, settings: PortfolioSettings) -> None
             )
             yield
 
-    app.cleanup_ctx.append(client)
+    async def live_push(app: web.Application) -> AsyncIterator[None]:
+        positioned = app[VALUATIONS_POSITIONED] = asyncio.Event()
+        task = asyncio.create_task(
+            push_valuations(settings, ValuationPush(app[HUB]), positioned),
+            name="valuation-push",
+        )
+        app[TASKS].append(task)
+        try:
+            yield
+        finally:
+            await stop_tasks([task], settings.shutdown_timeout_s)
+
+    app.cleanup_ctx.extend([client, live_push])
 
 
 def register_portfolio(api: Api) -> None:
