@@ -17,11 +17,13 @@ from pathlib import Path
 import asyncpg
 import structlog
 from tickwatch_common.checks import kafka_check, postgres_check
+from tickwatch_common.events import Tick
 from tickwatch_common.kafka import kafka_consumer, kafka_producer
 from tickwatch_common.logging import configure_logging
 from tickwatch_common.postgres import migrate, postgres_pool
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
+from tickwatch_common.topics import PORTFOLIO_VALUATIONS
 
 from tickwatch_portfolio.api.routes import internal_app, serving
 from tickwatch_portfolio.ledger.operations import Operations, now_ms
@@ -30,6 +32,7 @@ from tickwatch_portfolio.market.book import PriceBook
 from tickwatch_portfolio.market.feed import MarketFeed, feeding
 from tickwatch_portfolio.performance.reports import Reports, snapshotting
 from tickwatch_portfolio.settings import Settings
+from tickwatch_portfolio.valuation.live import LiveValuation, valuing
 
 SERVICE = "portfolio"
 SCHEMA = "portfolio"
@@ -47,6 +50,7 @@ class Portfolio:
     feed: MarketFeed
     operations: Operations
     reports: Reports
+    live: LiveValuation
 
 
 @asynccontextmanager
@@ -57,7 +61,9 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
     max_price_age_ms = int(settings.portfolio_max_price_age_s * 1000)
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
-        publisher = await stack.enter_async_context(kafka_producer(settings))
+        publisher = await stack.enter_async_context(
+            kafka_producer(settings, topics=[PORTFOLIO_VALUATIONS])
+        )
         consumer = await stack.enter_async_context(kafka_consumer(settings, group=None))
         book = PriceBook()
         store = LedgerStore(
@@ -67,9 +73,16 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
             store, book, max_price_age_ms=max_price_age_ms, fee_rate=settings.portfolio_fee_rate
         )
         resting = await operations.rebuild()  # before the first tick can reach them
-        feed = await stack.enter_async_context(
-            feeding(consumer, book, max_price_age_ms, operations.on_ticks)
-        )
+        live = LiveValuation(publisher)
+        store.on_saved.append(live.on_committed)  # before the first load, so no change is lost
+        valued = live.load(await store.accounts())
+        await stack.enter_async_context(valuing(live))
+
+        async def on_ticks(ticks: list[Tick]) -> None:
+            await live.on_ticks(ticks)  # prices first, so a fill below is valued at them
+            await operations.on_ticks(ticks)
+
+        feed = await stack.enter_async_context(feeding(consumer, book, max_price_age_ms, on_ticks))
         reports = Reports(store, book, now_ms)
         await stack.enter_async_context(
             snapshotting(reports, settings.portfolio_snapshot_interval_s)
@@ -82,8 +95,9 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
             port=settings.portfolio_port,
             migrations_applied=applied,
             resting_orders=resting,
+            accounts_valued=valued,
         )
-        yield Portfolio(pool, book, feed, operations, reports)
+        yield Portfolio(pool, book, feed, operations, reports, live)
 
 
 async def main() -> None:

@@ -104,6 +104,8 @@ class AccountTx:
         self.account = account
         self.after_commit: list[Callable[[], None]] = []
         """Run once the transaction has committed (e.g. rest an order in the in-memory book)."""
+        self.saved = False
+        """Whether the account's state was written (then ``on_saved`` hears of it once committed)."""
 
     async def replay(self, key: str) -> tuple[str, Answer] | None:
         """The answer first given under ``key``, with that request's fingerprint."""
@@ -160,6 +162,7 @@ class AccountTx:
                 holding.reserved,
             )
         self.account = new
+        self.saved = True
 
     async def book_cash(
         self,
@@ -310,6 +313,8 @@ class LedgerStore:
         self.pool = pool
         self.starting_cash = starting_cash
         self.quote_currency = quote_currency
+        self.on_saved: list[Callable[[str, Account], None]] = []
+        """Told each account state committed (the live valuation)."""
 
     async def _open(self, conn: asyncpg.Connection, user_id: str) -> None:
         """Create the account on first use, its paper cash booked as the opening deposit (a
@@ -339,6 +344,9 @@ class LedgerStore:
             yield tx
         for then in tx.after_commit:
             then()
+        if tx.saved:
+            for listener in self.on_saved:
+                listener(user_id, tx.account)
 
     async def account(self, user_id: str) -> Account:
         """The user's state as of now (created on first use), without holding a lock."""
@@ -389,6 +397,12 @@ class LedgerStore:
                 "SELECT count(*) FROM trades WHERE user_id = $1", user_id
             )
         return [TradeRow(**dict(r)) for r in rows], total
+
+    async def accounts(self) -> list[tuple[str, Account]]:
+        """Every account's state (to load the live valuation at start)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            users = await conn.fetch("SELECT user_id FROM accounts ORDER BY user_id")
+            return [(u["user_id"], await _load(conn, u["user_id"], lock=False)) for u in users]
 
 
 async def load_account(conn: asyncpg.Connection, user_id: str) -> Account:
