@@ -184,6 +184,19 @@ def cash_flow(kind: CashFlowKind) -> Handler:
     return post
 
 
+async def post_reset(request: web.Request) -> web.Response:
+    raw = await request.read()
+    if raw.strip():
+        body = await _json_object(request)
+        if body:
+            field = sorted(body)[0]
+            raise Refused(invalid(field, f"unknown field {field}"))
+    answer = await request.app[OPERATIONS].reset(
+        request[USER], key=_key(request), fingerprint=_fingerprint(request, raw)
+    )
+    return respond(answer)
+
+
 async def get_portfolio(request: web.Request) -> web.Response:
     store = request.app[STORE]
     account = await store.account(request[USER])
@@ -306,6 +319,7 @@ def internal_app(
     app.router.add_post("/internal/deposits", cash_flow("deposit"))
     app.router.add_post("/internal/withdrawals", cash_flow("withdrawal"))
     app.router.add_get("/internal/trades", get_trades)
+    app.router.add_post("/internal/reset", post_reset)
     app.router.add_get("/internal/history", get_history)
     app.router.add_get("/internal/performance", get_performance)
     return app

@@ -231,6 +231,29 @@ class Operations:
             tx.after_commit.append(forget)
         return Answer(200, order_body(cancelled))
 
+    async def reset(self, user_id: str, *, key: str | None, fingerprint: str) -> Answer:
+        """Start the user's account over in one locked transaction (see
+        :meth:`AccountTx.book_reset`); its open orders leave the in-memory book once committed."""
+
+        async def run(tx: AccountTx) -> Answer:
+            cancelled = await tx.book_reset(self.store.starting_cash)
+
+            def forget() -> None:
+                for order_id in cancelled:
+                    self.limits.cancel(str(order_id))
+
+            tx.after_commit.append(forget)
+            return Answer(
+                200,
+                {
+                    "cash": dec(self.store.starting_cash),
+                    "quote_currency": self.store.quote_currency,
+                    "cancelled_orders": [str(i) for i in cancelled],
+                },
+            )
+
+        return await self._idempotent(user_id, key, fingerprint, run)
+
     async def _rejected(self, tx: AccountTx, request: OrderRequest, exc: AccountingError) -> Answer:
         answer = _refusal(exc)
         order_id = await tx.book_rejected(request, str(exc))

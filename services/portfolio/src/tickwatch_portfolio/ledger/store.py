@@ -286,6 +286,39 @@ class AccountTx:
         )
         return row
 
+    async def book_reset(self, starting_cash: Decimal) -> list[int]:
+        """Start the account over: its orders, trades, holdings, cash flows and snapshots
+        deleted (not archived), the open orders among them returned (to leave the LimitBook),
+        the cash back to ``starting_cash`` booked as a new opening deposit, and the account's
+        opening moved to now (performance starts from it). Idempotency keys are kept, so a
+        retried reset replays its answer."""
+        conn, user = self.conn, self.user_id
+        open_ids = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM orders WHERE user_id = $1 AND status = 'open'", user
+            )
+        ]
+        for table in ("trades", "orders", "holdings", "deposits", "valuation_snapshots"):
+            await conn.execute(f"DELETE FROM {table} WHERE user_id = $1", user)
+        await conn.execute(
+            "UPDATE accounts SET cash = $2, reserved = 0, realized_pnl = 0, fees_paid = 0,"
+            " sell_fees = 0, net_deposits = $2, created_at = now(), updated_at = now()"
+            " WHERE user_id = $1",
+            user,
+            starting_cash,
+        )
+        if starting_cash > 0:
+            await conn.execute(
+                "INSERT INTO deposits (user_id, amount, kind, value_before)"
+                " VALUES ($1, $2, 'deposit', 0)",
+                user,
+                starting_cash,
+            )
+        self.account = Account(cash=starting_cash, net_deposits=starting_cash)
+        self.saved = True
+        return open_ids
+
     async def book_rejected(self, request: OrderRequest, reason: str) -> int:
         """Record an order the ledger refused (short of cash or quantity)."""
         order_id: int = await self.conn.fetchval(
