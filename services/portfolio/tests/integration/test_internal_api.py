@@ -180,3 +180,40 @@ async def test_fifty_concurrent_sells_never_oversell(gateway: Gateway, market: M
     assert Decimal(view["cash"]) == Decimal("10000") - Decimal("100.1") + 25 * Decimal("3.996")
     trades = (await gateway.call("GET", "/internal/trades?per_page=100", "u-race")).body
     assert trades["total"] == 26
+
+
+async def test_the_trades_page_as_csv(gateway: Gateway, market: Market) -> None:
+    symbol = market.new_symbol()
+    await market.instrument(symbol)
+    await market.tick(symbol, "123.45")
+    for quantity in ("0.1", "0.25"):
+        order = {"symbol": symbol, "side": "buy", "quantity": quantity, "type": "market"}
+        assert (await gateway.call("POST", "/internal/orders", "csv-user", order)).status == 201
+    page = "/internal/trades?page=1&per_page=1"
+    as_json = (await gateway.call("GET", page, "csv-user")).body
+    headers = sign(gateway.secret, "GET", page, "csv-user") | {"Accept": "text/csv"}
+    async with gateway.session.get(gateway.base + page, headers=headers) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "text/csv; charset=utf-8"
+        assert r.headers["X-Total-Count"] == "2"
+        text = await r.text()
+    (item,) = as_json["items"]
+    lines = text.split("\r\n")
+    assert lines[0] == "id,order_id,symbol,side,quantity,price,fee,executed_at"
+    assert lines[1:] == [
+        ",".join(
+            (
+                item["id"],
+                item["order_id"],
+                symbol,
+                "buy",
+                "0.25",
+                "123.45",
+                item["fee"],
+                item["executed_at"],
+            )
+        ),
+        "",
+    ]
+    assert Decimal(item["fee"]) == Decimal("0.030862500")  # 0.25 x 123.45 x 0.001, exact
+    assert item["executed_at"].endswith("Z")

@@ -7,7 +7,9 @@ field. Decimals are strings both ways (a JSON number is read exactly too, never 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -234,7 +236,44 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     return int(raw)
 
 
+TRADE_COLUMNS = ("id", "order_id", "symbol", "side", "quantity", "price", "fee", "executed_at")
+CSV = "text/csv"
+
+
+def wants_csv(accept: str) -> bool:
+    """Whether ``Accept`` prefers ``text/csv`` to JSON: the higher ``q`` wins, the first listed
+    on a tie; a wildcard or no mention of CSV answers JSON."""
+    best: tuple[float, int, bool] | None = None
+    for i, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        if media.lower() not in (CSV, "application/json"):
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0 and (best is None or q > best[0]):
+            best = (q, i, media.lower() == CSV)
+    return best is not None and best[2]
+
+
+def _csv(items: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(TRADE_COLUMNS)
+    for item in items:
+        writer.writerow(["" if item[c] is None else item[c] for c in TRADE_COLUMNS])
+    return out.getvalue()
+
+
 async def get_trades(request: web.Request) -> web.Response:
+    """The page of fills as JSON, or as CSV (RFC 4180, a header row, decimals as exact strings,
+    times ISO-8601 UTC) when ``Accept`` prefers ``text/csv``; the page's figures then travel
+    as ``X-Page``, ``X-Per-Page`` and ``X-Total-Count``."""
     page = _int_param(request, "page", 1, 1, 1_000_000)
     per_page = _int_param(request, "per_page", 50, 1, 500)
     rows, total = await request.app[STORE].trades(
@@ -253,6 +292,18 @@ async def get_trades(request: web.Request) -> web.Response:
         }
         for r in rows
     ]
+    if wants_csv(request.headers.get("Accept", "")):
+        return web.Response(
+            text=_csv(items),
+            content_type=CSV,
+            charset="utf-8",
+            headers={
+                "X-Page": str(page),
+                "X-Per-Page": str(per_page),
+                "X-Total-Count": str(total),
+                "Vary": "Accept",
+            },
+        )
     return web.json_response({"items": items, "page": page, "per_page": per_page, "total": total})
 
 
