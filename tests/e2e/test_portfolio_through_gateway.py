@@ -148,6 +148,10 @@ async def test_fund_buy_watch_sell_through_the_gateway(
         assert D(done["cash"]) == D("10000") - D("200.2") + D("220") - D("0.22")
         trades = await api.call("GET", "/portfolio/trades")
         assert trades["total"] == 2
+        csv_headers = {"Authorization": f"Bearer {api.token}", "Accept": "text/csv"}
+        async with http.get(f"{base}/api/v1/portfolio/trades", headers=csv_headers) as resp:
+            assert resp.status == 200 and resp.content_type == "text/csv"
+            assert len((await resp.text()).strip().splitlines()) == 3  # a header, two fills
 
         # Another user sees only their own (empty) portfolio.
         other = ApiClient(http, base)
@@ -163,6 +167,11 @@ async def test_fund_buy_watch_sell_through_the_gateway(
             assert resp.status == 200
         async with http.post(f"{base}/api/v1/portfolio/trades", json=sell, headers=headers) as r:
             assert r.status == 403
+
+        # Start over: the starting cash back, nothing held.
+        await api.call("POST", "/portfolio/reset")
+        fresh = await api.call("GET", "/portfolio")
+        assert D(fresh["cash"]) == D("10000") and fresh["holdings"] == []
 
         # The portfolio service itself answers only calls the gateway signed.
         direct = f"http://127.0.0.1:{ports['portfolio']}/internal/portfolio"

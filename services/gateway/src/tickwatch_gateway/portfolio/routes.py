@@ -140,6 +140,11 @@ async def get_performance(request: web.Request) -> web.Response:
     return await _forward(request, "GET", "/internal/performance", "read")
 
 
+async def post_reset(request: web.Request) -> web.Response:
+    """Start over: open orders cancelled, holdings and ledger cleared, the starting cash back."""
+    return await _forward(request, "POST", "/internal/reset", "portfolio:write")
+
+
 def _cash_flow(path: str) -> Handler:
     async def post(request: web.Request) -> web.Response:
         require(request, scope="portfolio:write")
@@ -188,7 +193,7 @@ def register(api: Api) -> None:
         "GET",
         "/portfolio/trades",
         list_trades,
-        summary="Your fills, newest first",
+        summary="Your fills, newest first (`Accept: text/csv` for CSV)",
         query=PageQuery,
         **read,
     )
@@ -202,6 +207,13 @@ def register(api: Api) -> None:
             status=201,
             **write,
         )
+    api.add(
+        "POST",
+        "/portfolio/reset",
+        post_reset,
+        summary="Start over with the starting cash (Idempotency-Key honoured)",
+        **write,
+    )
     api.add(
         "GET",
         "/portfolio/history",
