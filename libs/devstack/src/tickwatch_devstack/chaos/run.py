@@ -139,6 +139,7 @@ class Run:
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.smtp.port),
             "JWT_SECRET": "chaos-run-secret-that-is-long-enough-0123456789",
+            "INTERNAL_API_SECRET": "chaos-internal-secret-that-is-long-enough-0123",
             "PYTHONUNBUFFERED": "1",
         }
         symbols = ",".join(self.plan.symbol(i) for i in range(self.plan.symbols))
