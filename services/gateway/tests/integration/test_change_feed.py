@@ -29,14 +29,20 @@ async def live(client: Client) -> None:
     await wait_until(lambda: feed.live, 10, "the change feed is live")
 
 
-async def test_a_logout_elsewhere_is_honoured_without_a_round_trip_per_request(
-    stack: Stack, make_client: MakeClient
-) -> None:
+async def two_replicas(make_client: MakeClient) -> tuple[Client, Client]:
+    """Two gateways sharing Redis (one prefix) and PostgreSQL, their change feeds live."""
     prefix = f"t-feed-{time.time_ns()}:"
     one = await make_client(redis_prefix=prefix)
     two = await make_client(redis_prefix=prefix)
     await live(one)
     await live(two)
+    return one, two
+
+
+async def test_a_logout_elsewhere_is_honoured_without_a_round_trip_per_request(
+    stack: Stack, make_client: MakeClient
+) -> None:
+    one, two = await two_replicas(make_client)
     user = await signup(one)
     other = await login(one, user["email"])
     redis = Redis.from_url(stack.redis_url)
@@ -75,11 +81,7 @@ async def test_a_logout_elsewhere_is_honoured_without_a_round_trip_per_request(
 async def test_an_alert_written_on_one_replica_shows_in_the_cached_list_of_another(
     stack: Stack, make_client: MakeClient
 ) -> None:
-    prefix = f"t-feed-{time.time_ns()}:"
-    one = await make_client(redis_prefix=prefix)
-    two = await make_client(redis_prefix=prefix)
-    await live(one)
-    await live(two)
+    one, two = await two_replicas(make_client)
     user = await signup(one)
     headers = user["headers"]
     body = {"symbol": "BTC-USDT", "condition": "above", "target_price": "70000"}
