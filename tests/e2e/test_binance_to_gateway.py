@@ -189,7 +189,9 @@ async def test_a_forced_disconnect_is_repaired_and_new_prices_served_within_2_s(
 
     dropped = time.perf_counter()
     await fake.drop_all()
-    assert not fake.open_conns
+    # Every connection open before the drop is closed; the ingestor may already have opened
+    # its replacement while the close handshakes finished.
+    assert not [c for c in fake.open_conns if c.id in before]
 
     # Wait (with a deadline) for the ingestor's replacement connection to the fake.
     deadline = dropped + RECONNECT_BUDGET_S
