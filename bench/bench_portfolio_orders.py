@@ -27,7 +27,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import uvloop
@@ -41,6 +43,52 @@ from tickwatch_devstack.services import service_process
 
 SYMBOL = "BTC-USDT"
 PRICE = "50000.00"
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _stats() -> dict[int, list[str]]:
+    """Every live process's /proc stat fields after its name (ppid at 1, pgrp at 2, utime and
+    stime at 11 and 12)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    return stats
+
+
+def cpu_seconds(group: int) -> float:
+    """CPU time (user + system) of every live process in process group ``group`` (a service
+    started in its own session)."""
+    ticks = sum(int(f[11]) + int(f[12]) for f in _stats().values() if int(f[2]) == group)
+    return ticks / TICKS_PER_S
+
+
+def postmaster(port: int) -> int | None:
+    """The PostgreSQL server listening on ``port`` (its -p argument)."""
+    for pid in _stats():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            argv[0].endswith(b"postgres")
+            and b"-p" in argv
+            and argv[argv.index(b"-p") + 1] == str(port).encode()
+        ):
+            return pid
+    return None
+
+
+def postgres_cpu_seconds(pid: int) -> float:
+    """CPU time of the postmaster and its backends (children, live ones only)."""
+    stats = _stats()
+    mine = [f for p, f in stats.items() if p == pid or int(f[1]) == pid]
+    return sum(int(f[11]) + int(f[12]) for f in mine) / TICKS_PER_S
 
 
 def serve_bare(port: int) -> None:
@@ -89,6 +137,7 @@ async def load(port: int, tokens: list[str], seconds: float) -> dict[str, float]
     ordered = sorted(latencies)
     return {
         "rps": len(latencies) / seconds,
+        "count": len(latencies),
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
         "errors": len(errors),
@@ -181,13 +230,25 @@ def main() -> None:
             with (
                 service_process(
                     "portfolio", env, ports["portfolio"], log_path=data_dir / "portfolio.log"
-                ),
-                service_process("gateway", env, ports["gateway"], log_path=data_dir / "gw.log"),
+                ) as portfolio,
+                service_process(
+                    "gateway", env, ports["gateway"], log_path=data_dir / "gw.log"
+                ) as gateway,
             ):
                 tokens = asyncio.run(users(ports["gateway"], args.connections))
                 asyncio.run(prime(stack.kafka_bootstrap_servers, ports["gateway"], tokens[0]))
                 reference = uvloop.run(load(ports["bare"], tokens, args.seconds))
+                meters: dict[str, Callable[[], float]] = {
+                    "gateway": lambda: cpu_seconds(gateway.pid),
+                    "portfolio": lambda: cpu_seconds(portfolio.pid),
+                    "load_generator": time.process_time,
+                }
+                pg = postmaster(urlsplit(stack.database_url).port or 5432)
+                if pg is not None:
+                    meters["postgres"] = lambda: postgres_cpu_seconds(pg)
+                before = {name: meter() for name, meter in meters.items()}
                 orders = uvloop.run(load(ports["gateway"], tokens, args.seconds))
+                spent = {name: meter() - before[name] for name, meter in meters.items()}
         finally:
             bare.terminate()
             bare.wait(10)
@@ -201,6 +262,11 @@ def main() -> None:
             "orders_errors": orders["errors"],
             "orders_error_statuses": orders["error_statuses"],
             "orders_vs_bare": round(orders["rps"] / reference["rps"], 3),
+            # CPU per order, by process (PostgreSQL: the postmaster and all its backends); with
+            # every process on the same cores, their sum bounds orders/s at cores / sum.
+            "cpu_us_per_order": {
+                name: round(seconds / orders["count"] * 1e6) for name, seconds in spent.items()
+            },
             "target": ">= 1000 orders/s and p99 < 50 ms with the cores it needs",
         }
         print(json.dumps(result, indent=2))

@@ -20,13 +20,13 @@ from tickwatch_common.checks import kafka_check, postgres_check
 from tickwatch_common.events import Tick
 from tickwatch_common.kafka import kafka_consumer, kafka_producer
 from tickwatch_common.logging import configure_logging
-from tickwatch_common.postgres import migrate, postgres_pool
+from tickwatch_common.postgres import migrate
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
 from tickwatch_common.topics import PORTFOLIO_VALUATIONS
 
 from tickwatch_portfolio.api.routes import internal_app, serving
-from tickwatch_portfolio.ledger.operations import Operations, now_ms
+from tickwatch_portfolio.ledger.operations import Operations, filling, now_ms
 from tickwatch_portfolio.ledger.store import LedgerStore
 from tickwatch_portfolio.market.book import PriceBook
 from tickwatch_portfolio.market.feed import MarketFeed, feeding
@@ -39,6 +39,32 @@ SCHEMA = "portfolio"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 log = structlog.get_logger(SERVICE)
+
+
+async def _reset_if_needed(conn: asyncpg.Connection) -> None:
+    """asyncpg's reset on release (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlocks: a round
+    trip per operation) only where a connection comes back mid-transaction: this service sets
+    no session state, listens to nothing, keeps no cursor and takes no advisory lock."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
+@asynccontextmanager
+async def ledger_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """tickwatch_common.postgres.postgres_pool's pool, without the reset round trip."""
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        command_timeout=settings.database_command_timeout_s,
+        timeout=10,
+        server_settings={"search_path": f"{SCHEMA},public", "timezone": "UTC"},
+        reset=_reset_if_needed,
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @dataclass(frozen=True)
@@ -60,7 +86,7 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
     applied = await migrate(settings.database_url, SCHEMA, MIGRATIONS)
     max_price_age_ms = int(settings.portfolio_max_price_age_s * 1000)
     async with AsyncExitStack() as stack:
-        pool = await stack.enter_async_context(postgres_pool(settings, SCHEMA))
+        pool = await stack.enter_async_context(ledger_pool(settings))
         publisher = await stack.enter_async_context(
             kafka_producer(settings, topics=[PORTFOLIO_VALUATIONS])
         )
@@ -77,10 +103,11 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
         store.on_saved.append(live.on_committed)  # before the first load, so no change is lost
         valued = live.load(await store.accounts())
         await stack.enter_async_context(valuing(live))
+        await stack.enter_async_context(filling(operations))
 
         async def on_ticks(ticks: list[Tick]) -> None:
-            await live.on_ticks(ticks)  # prices first, so a fill below is valued at them
-            await operations.on_ticks(ticks)
+            await live.on_ticks(ticks)  # prices first, so a fill is valued at them
+            operations.on_ticks(ticks)  # queued for the filling task: never stalls the feed
 
         feed = await stack.enter_async_context(feeding(consumer, book, max_price_age_ms, on_ticks))
         reports = Reports(store, book, now_ms)

@@ -15,8 +15,10 @@ its retries get back.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from decimal import Decimal
 from typing import Any
 
@@ -100,6 +102,8 @@ class Operations:
         self.max_price_age_ms = max_price_age_ms
         self.fee_rate = fee_rate
         self.clock = clock
+        self.reached: asyncio.Queue[RestingOrder] = asyncio.Queue()
+        """Resting orders a tick reached, for :meth:`fill_reached` (see :func:`filling`)."""
 
     async def _idempotent(
         self,
@@ -108,15 +112,13 @@ class Operations:
         fingerprint: str,
         run: Callable[[AccountTx], Any],
     ) -> Answer:
-        async with self.store.locked(user_id) as tx:
-            if key is not None:
-                first = await tx.replay(key)
-                if first is not None:
-                    if first[0] != fingerprint:
-                        return invalid(
-                            "Idempotency-Key", "Idempotency-Key was used for another request"
-                        )
-                    return first[1]
+        async with self.store.locked(user_id, key) as tx:
+            if tx.first is not None:
+                if tx.first[0] != fingerprint:
+                    return invalid(
+                        "Idempotency-Key", "Idempotency-Key was used for another request"
+                    )
+                return tx.first[1]
             answer: Answer = await run(tx)
             if key is not None:
                 await tx.remember(key, fingerprint, answer)
@@ -177,20 +179,31 @@ class Operations:
             self.rest(order)
         return len(orders)
 
-    async def on_ticks(self, ticks: Iterable[Tick]) -> None:
-        """Fill the resting orders each tick reaches, one transaction per fill. A tick stamped
-        before an order was placed (replayed at start, or late from a slower source) does not
-        fill it: the order rests again. A fill that fails is logged and the order left out of
-        the book (still open in PostgreSQL: the next start rests it again)."""
+    def on_ticks(self, ticks: Iterable[Tick]) -> None:
+        """Take the resting orders each tick reaches out of the book and queue them for
+        :meth:`filling`'s task (matching is in memory, so the feed never waits on PostgreSQL).
+        A tick stamped before an order was placed (replayed at start, or late from a slower
+        source) does not fill it: the order rests again."""
         for tick in ticks:
             for order in self.limits.on_tick(tick.symbol, Decimal(tick.price)):
                 if tick.ts_event < order.placed_at:
                     self.limits.add(order)
                     continue
-                try:
-                    await self.fill_resting(order)
-                except Exception:
-                    log.exception("limit_fill_failed", order_id=order.order_id)
+                self.reached.put_nowait(order)
+
+    async def fill_reached(self) -> None:
+        """Fill the queued orders one transaction each, until cancelled. The queue holds at
+        most the open orders (each leaves the book when queued). A fill that fails is logged
+        and the order left out of the book (still open in PostgreSQL: the next start rests it
+        again)."""
+        while True:
+            order = await self.reached.get()
+            try:
+                await self.fill_resting(order)
+            except Exception:
+                log.exception("limit_fill_failed", order_id=order.order_id)
+            finally:
+                self.reached.task_done()
 
     async def fill_resting(self, order: RestingOrder) -> bool:
         """Fill ``order`` at its limit price unless its row is no longer open (then False)."""
@@ -312,3 +325,15 @@ class Operations:
 def _extras(answer: Answer) -> dict[str, Any]:
     skip = {"type", "title", "status", "detail"}
     return {k: v for k, v in answer.body.items() if k not in skip}
+
+
+@asynccontextmanager
+async def filling(operations: Operations) -> AsyncIterator[asyncio.Task[None]]:
+    """The limit-fill task (:meth:`Operations.fill_reached`) running; cancelled on the way out."""
+    task = asyncio.create_task(operations.fill_reached())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

@@ -94,29 +94,51 @@ def _open_order(row: asyncpg.Record) -> OpenOrder:
     )
 
 
+# The account's state and its holdings, written in one statement whose CTEs the ``book_*``
+# methods extend with their ledger entry ($1 the user, $2-$13 the state; theirs from $14): one
+# round trip per operation instead of one per row.
+_SAVE = (
+    "WITH saved AS (UPDATE accounts SET cash = $2, reserved = $3, realized_pnl = $4,"
+    " fees_paid = $5, sell_fees = $6, net_deposits = $7, updated_at = now() WHERE user_id = $1),"
+    " gone AS (DELETE FROM holdings WHERE user_id = $1 AND symbol = ANY($8::text[])),"
+    " kept AS (INSERT INTO holdings (user_id, symbol, quantity, cost, avg_buy_price, reserved)"
+    " SELECT $1, * FROM unnest($9::text[], $10::numeric[], $11::numeric[], $12::numeric[],"
+    " $13::numeric[]) ON CONFLICT (user_id, symbol) DO UPDATE SET quantity = EXCLUDED.quantity,"
+    " cost = EXCLUDED.cost, avg_buy_price = EXCLUDED.avg_buy_price,"
+    " reserved = EXCLUDED.reserved, updated_at = now())"
+)
+
+_INSERT_TRADE = (
+    "INSERT INTO trades (user_id, symbol, side, quantity, price, fee, order_id)"
+    " SELECT $1, $14, $15, $16, $17, $18, id FROM placed RETURNING id, executed_at"
+)
+
+
+def _fill_args(fill: Fill) -> tuple[Any, ...]:
+    return (fill.symbol, fill.side, fill.quantity, fill.price, fill.fee)
+
+
 class AccountTx:
     """One user's account, locked for the length of a transaction: ``account`` is its state as
     loaded; each ``book_*`` writes the new state with its ledger entry."""
 
-    def __init__(self, conn: asyncpg.Connection, user_id: str, account: Account) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        user_id: str,
+        account: Account,
+        first: tuple[str, Answer] | None = None,
+    ) -> None:
         self.conn = conn
         self.user_id = user_id
         self.account = account
+        self.first = first
+        """The answer first given under the Idempotency-Key the lock was taken with, with that
+        request's fingerprint (None without a key, or on its first use)."""
         self.after_commit: list[Callable[[], None]] = []
         """Run once the transaction has committed (e.g. rest an order in the in-memory book)."""
         self.saved = False
         """Whether the account's state was written (then ``on_saved`` hears of it once committed)."""
-
-    async def replay(self, key: str) -> tuple[str, Answer] | None:
-        """The answer first given under ``key``, with that request's fingerprint."""
-        row = await self.conn.fetchrow(
-            "SELECT fingerprint, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-            self.user_id,
-            key,
-        )
-        if row is None:
-            return None
-        return row["fingerprint"], Answer(row["status"], json.loads(row["body"]))
 
     async def remember(self, key: str, fingerprint: str, answer: Answer) -> None:
         await self.conn.execute(
@@ -129,11 +151,13 @@ class AccountTx:
             json.dumps(answer.body),
         )
 
-    async def _save(self, new: Account) -> None:
+    async def _save(self, new: Account, then: str, *args: Any) -> asyncpg.Record:
+        """Write ``new`` (only the holdings that changed) and, in the same statement, ``then``:
+        more CTEs and the final SELECT, with ``args`` from $14; answers its row."""
         old = self.account
-        await self.conn.execute(
-            "UPDATE accounts SET cash = $2, reserved = $3, realized_pnl = $4, fees_paid = $5,"
-            " sell_fees = $6, net_deposits = $7, updated_at = now() WHERE user_id = $1",
+        changed = [(s, h) for s, h in new.holdings.items() if old.holdings.get(s) != h]
+        row: asyncpg.Record = await self.conn.fetchrow(
+            _SAVE + then,
             self.user_id,
             new.cash,
             new.reserved,
@@ -141,28 +165,17 @@ class AccountTx:
             new.fees_paid,
             new.sell_fees,
             new.net_deposits,
+            sorted(old.holdings.keys() - new.holdings.keys()),
+            [s for s, _ in changed],
+            [h.quantity for _, h in changed],
+            [h.cost for _, h in changed],
+            [h.avg_cost for _, h in changed],
+            [h.reserved for _, h in changed],
+            *args,
         )
-        for symbol in old.holdings.keys() - new.holdings.keys():
-            await self.conn.execute(
-                "DELETE FROM holdings WHERE user_id = $1 AND symbol = $2", self.user_id, symbol
-            )
-        for symbol, holding in new.holdings.items():
-            if old.holdings.get(symbol) == holding:
-                continue
-            await self.conn.execute(
-                "INSERT INTO holdings (user_id, symbol, quantity, cost, avg_buy_price, reserved)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, symbol) DO UPDATE SET"
-                " quantity = $3, cost = $4, avg_buy_price = $5, reserved = $6,"
-                " updated_at = now()",
-                self.user_id,
-                symbol,
-                holding.quantity,
-                holding.cost,
-                holding.avg_cost,
-                holding.reserved,
-            )
         self.account = new
         self.saved = True
+        return row
 
     async def book_cash(
         self,
@@ -173,46 +186,34 @@ class AccountTx:
     ) -> int:
         """Write ``new`` and its deposit or withdrawal (with the account's total value just
         before it, for the TWR); answers the entry's id."""
-        await self._save(new)
-        entry: int = await self.conn.fetchval(
-            "INSERT INTO deposits (user_id, amount, kind, value_before) VALUES ($1, $2, $3, $4)"
-            " RETURNING id",
-            self.user_id,
+        row = await self._save(
+            new,
+            ", entry AS (INSERT INTO deposits (user_id, amount, kind, value_before)"
+            " VALUES ($1, $14, $15, $16) RETURNING id) SELECT id FROM entry",
             amount,
             kind,
             value_before,
         )
+        entry: int = row["id"]
         return entry
 
     async def book_fill(self, new: Account, request: OrderRequest, fill: Fill) -> dict[str, Any]:
         """Write ``new``, the filled order and its trade; answers the order as the API shows it."""
-        await self._save(new)
-        order = await self.conn.fetchrow(
-            "INSERT INTO orders (user_id, symbol, side, type, quantity, limit_price, status,"
-            " fill_price, fee) VALUES ($1, $2, $3, $4, $5, $6, 'filled', $7, $8)"
-            " RETURNING id, created_at",
-            self.user_id,
+        row = await self._save(
+            new,
+            ", placed AS (INSERT INTO orders (user_id, symbol, side, type, quantity, limit_price,"
+            " status, fill_price, fee) VALUES ($1, $19, $20, $21, $22, $23, 'filled', $17, $18)"
+            f" RETURNING id, created_at), traded AS ({_INSERT_TRADE})"
+            " SELECT placed.id, placed.created_at, traded.id AS trade_id FROM placed, traded",
+            *_fill_args(fill),
             request.symbol,
             request.side,
             request.type,
             request.quantity,
             request.limit_price,
-            fill.price,
-            fill.fee,
-        )
-        trade = await self.conn.fetchrow(
-            "INSERT INTO trades (user_id, symbol, side, quantity, price, fee, order_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, executed_at",
-            self.user_id,
-            fill.symbol,
-            fill.side,
-            fill.quantity,
-            fill.price,
-            fill.fee,
-            order["id"],
         )
         return {
-            "id": str(order["id"]),
+            "id": str(row["id"]),
             "symbol": request.symbol,
             "side": request.side,
             "type": request.type,
@@ -221,8 +222,8 @@ class AccountTx:
             "fill_price": dec(fill.price),
             "fee": dec(fill.fee),
             "notional": dec(fill.notional),
-            "trade_id": str(trade["id"]),
-            "created_at": _iso(order["created_at"]),
+            "trade_id": str(row["trade_id"]),
+            "created_at": _iso(row["created_at"]),
         }
 
     async def book_resting(
@@ -230,12 +231,11 @@ class AccountTx:
     ) -> tuple[OpenOrder, dict[str, Any]]:
         """Write ``new`` (its cash or quantity reserved) and the open limit order; answers it
         as stored and as the API shows it."""
-        await self._save(new)
-        row = await self.conn.fetchrow(
-            "INSERT INTO orders (user_id, symbol, side, type, quantity, limit_price, status,"
-            " reserved) VALUES ($1, $2, $3, 'limit', $4, $5, 'open', $6)"
-            f" RETURNING {ORDER_COLUMNS}",
-            self.user_id,
+        row = await self._save(
+            new,
+            ", placed AS (INSERT INTO orders (user_id, symbol, side, type, quantity, limit_price,"
+            " status, reserved) VALUES ($1, $14, $15, 'limit', $16, $17, 'open', $18)"
+            f" RETURNING {ORDER_COLUMNS}) SELECT * FROM placed",
             request.symbol,
             request.side,
             request.quantity,
@@ -256,35 +256,23 @@ class AccountTx:
 
     async def book_limit_fill(self, new: Account, order_id: int, fill: Fill) -> None:
         """Write ``new``, the order filled and its trade."""
-        await self._save(new)
-        await self.conn.execute(
-            "UPDATE orders SET status = 'filled', fill_price = $2, fee = $3, updated_at = now()"
-            " WHERE id = $1",
-            order_id,
-            fill.price,
-            fill.fee,
-        )
-        await self.conn.execute(
-            "INSERT INTO trades (user_id, symbol, side, quantity, price, fee, order_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            self.user_id,
-            fill.symbol,
-            fill.side,
-            fill.quantity,
-            fill.price,
-            fill.fee,
+        await self._save(
+            new,
+            ", placed AS (UPDATE orders SET status = 'filled', fill_price = $17, fee = $18,"
+            f" updated_at = now() WHERE id = $19 RETURNING id), traded AS ({_INSERT_TRADE})"
+            " SELECT count(*) FROM traded",
+            *_fill_args(fill),
             order_id,
         )
 
     async def book_cancelled(self, new: Account, order_id: int) -> asyncpg.Record:
         """Write ``new`` (the reservation released) and the order cancelled."""
-        await self._save(new)
-        row: asyncpg.Record = await self.conn.fetchrow(
-            "UPDATE orders SET status = 'cancelled', updated_at = now() WHERE id = $1"
-            f" RETURNING {ORDER_COLUMNS}",
+        return await self._save(
+            new,
+            ", cancelled AS (UPDATE orders SET status = 'cancelled', updated_at = now()"
+            f" WHERE id = $14 RETURNING {ORDER_COLUMNS}) SELECT * FROM cancelled",
             order_id,
         )
-        return row
 
     async def book_reset(self, starting_cash: Decimal) -> list[int]:
         """Start the account over: its orders, trades, holdings, cash flows and snapshots
@@ -368,12 +356,35 @@ class LedgerStore:
             )
 
     @asynccontextmanager
-    async def locked(self, user_id: str) -> AsyncIterator[AccountTx]:
-        """The user's account, locked, in one transaction: committed when the block ends,
-        rolled back if it raises."""
+    async def locked(self, user_id: str, key: str | None = None) -> AsyncIterator[AccountTx]:
+        """The user's account (created on first use), locked, in one transaction, with the
+        first answer under ``key`` if any (migration 005's ``lock_account``: one round trip):
+        committed when the block ends, rolled back if it raises."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await self._open(conn, user_id)
-            tx = AccountTx(conn, user_id, await _load(conn, user_id, lock=True))
+            row = await conn.fetchrow(
+                "SELECT * FROM lock_account($1, $2, $3, $4)",
+                user_id,
+                self.quote_currency,
+                self.starting_cash,
+                key,
+            )
+            first = None
+            if row["key_fingerprint"] is not None:
+                first = (
+                    row["key_fingerprint"],
+                    Answer(row["key_status"], json.loads(row["key_body"])),
+                )
+            holdings = {
+                symbol: Holding(_plain(q), _plain(c), _plain(r))
+                for symbol, q, c, r in zip(
+                    row["h_symbols"],
+                    row["h_quantities"],
+                    row["h_costs"],
+                    row["h_reserved"],
+                    strict=True,
+                )
+            }
+            tx = AccountTx(conn, user_id, _account(row, holdings), first)
             yield tx
         for then in tx.after_commit:
             then()
@@ -385,7 +396,7 @@ class LedgerStore:
         """The user's state as of now (created on first use), without holding a lock."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._open(conn, user_id)
-            return await _load(conn, user_id, lock=False)
+            return await _load(conn, user_id)
 
     async def open_orders(self) -> list[OpenOrder]:
         """Every resting limit order, oldest first (to rebuild the LimitBook at start)."""
@@ -435,35 +446,38 @@ class LedgerStore:
         """Every account's state (to load the live valuation at start)."""
         async with self.pool.acquire() as conn, conn.transaction():
             users = await conn.fetch("SELECT user_id FROM accounts ORDER BY user_id")
-            return [(u["user_id"], await _load(conn, u["user_id"], lock=False)) for u in users]
+            return [(u["user_id"], await _load(conn, u["user_id"])) for u in users]
 
 
 async def load_account(conn: asyncpg.Connection, user_id: str) -> Account:
     """The user's state, unlocked, on ``conn`` (the account must exist)."""
-    return await _load(conn, user_id, lock=False)
+    return await _load(conn, user_id)
 
 
-async def _load(conn: asyncpg.Connection, user_id: str, *, lock: bool) -> Account:
+async def _load(conn: asyncpg.Connection, user_id: str) -> Account:
     row = await conn.fetchrow(
         "SELECT cash, reserved, realized_pnl, fees_paid, sell_fees, net_deposits FROM accounts"
-        " WHERE user_id = $1" + (" FOR UPDATE" if lock else ""),
+        " WHERE user_id = $1",
         user_id,
     )
     holdings = await conn.fetch(
         "SELECT symbol, quantity, cost, reserved FROM holdings WHERE user_id = $1 AND quantity > 0",
         user_id,
     )
+    return _account(
+        row,
+        {
+            h["symbol"]: Holding(_plain(h["quantity"]), _plain(h["cost"]), _plain(h["reserved"]))
+            for h in holdings
+        },
+    )
+
+
+def _account(row: asyncpg.Record, holdings: dict[str, Holding]) -> Account:
     return Account(
         cash=_plain(row["cash"]),
         reserved=_plain(row["reserved"]),
-        holdings=MappingProxyType(
-            {
-                h["symbol"]: Holding(
-                    _plain(h["quantity"]), _plain(h["cost"]), _plain(h["reserved"])
-                )
-                for h in holdings
-            }
-        ),
+        holdings=MappingProxyType(holdings),
         realized_pnl=_plain(row["realized_pnl"]),
         fees_paid=_plain(row["fees_paid"]),
         sell_fees=_plain(row["sell_fees"]),
