@@ -90,22 +90,6 @@ def health(port: int) -> int:
         return int(resp.status)
 
 
-def test_up_starts_servers_and_services_and_down_leaves_no_process(tmp_path: Path) -> None:
-    with running_up(tmp_path) as up:
-        up.wait_for("Tickwatch is running")
-        records = RunDir(up.data / "run").records()
-        assert {r.name for r in records} >= {"up", "svc-portfolio"}
-        assert all(r.alive() for r in records)
-        assert health(up.portfolio_port) == 200
-
-        said = down(tmp_path, up.data)
-
-        assert "stopped" in said
-        assert up.proc.wait(30) == 0
-        assert not any(r.alive() for r in records)
-        assert RunDir(up.data / "run").records() == []
-
-
 def test_down_cleans_up_after_an_up_that_was_killed(tmp_path: Path) -> None:
     with running_up(tmp_path) as up:
         up.wait_for("Tickwatch is running")
@@ -149,11 +133,17 @@ def record(data: Path, name: str) -> Record:
     return found
 
 
-def test_a_service_killed_with_sigkill_is_restarted_ready_again_and_counted(
+def test_a_service_killed_with_sigkill_is_restarted_ready_again_and_down_leaves_no_process(
     tmp_path: Path,
 ) -> None:
+    """One ``up`` for both (each costs a JVM start): what it starts, a kill -9 healed, and
+    ``down`` stopping everything."""
     with running_up(tmp_path, "--restart-initial", "0.5", "--ready-poll", "0.5") as up:
         up.wait_for("Tickwatch is running")
+        records = RunDir(up.data / "run").records()
+        assert {r.name for r in records} >= {"up", "svc-portfolio"}
+        assert all(r.alive() for r in records)
+        assert health(up.portfolio_port) == 200
         first = record(up.data, "svc-portfolio")
         assert status(tmp_path, up.data)[0] == 0
 
@@ -173,9 +163,12 @@ def test_a_service_killed_with_sigkill_is_restarted_ready_again_and_counted(
         status_file = json.loads((up.data / "run" / "status.json").read_text())
         assert status_file["services"]["portfolio"]["restarts"] == 1
 
-        down(tmp_path, up.data)
+        said = down(tmp_path, up.data)
+        assert "stopped" in said
         assert up.proc.wait(30) == 0
         assert not second.alive()
+        assert not any(r.alive() for r in records)
+        assert RunDir(up.data / "run").records() == []
         assert not (up.data / "run" / "status.json").exists()
 
 
