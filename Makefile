@@ -11,11 +11,14 @@ PY := $(CURDIR)/.venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 CHAOS_ARGS ?=
+# The dashboard's chart library, vendored (committed) into the gateway's static files.
+CHARTS_VERSION ?= 5.2.1
+DASHBOARD_STATIC := services/gateway/src/tickwatch_gateway/dashboard/static
 # mypy --strict covers every library and every service.
 TYPED := libs/common/src libs/devstack/src libs/testkit/src services/ingestor/src \
   services/alert-engine/src services/notifier/src services/portfolio/src services/gateway/src
 
-.PHONY: help install run down test test-unit lint bench kafka-up kafka-down chaos
+.PHONY: help install run down test test-unit lint bench kafka-up kafka-down chaos vendor-charts
 
 help: ## list the targets
 	@echo "Tickwatch: make <target>"
@@ -23,12 +26,17 @@ help: ## list the targets
 	grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
 	  | awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}'
 
-install: ## install uv if missing, then every package from uv.lock into .venv
+install: ## install uv if missing, every package from uv.lock into .venv, Debian's chromium if missing
 	@if [ ! -x "$(UV)" ]; then
 	  echo "uv not found: installing it into .tools/uv with pip"
 	  python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv 'uv>=0.9'
 	fi
 	"$(UV)" sync --all-packages --frozen --quiet
+	# The browser tests drive Debian's Chromium (a test tool's own browser download cannot work).
+	if [ ! -x /usr/bin/chromium ]; then
+	  echo "chromium not found: installing Debian's package with apt-get"
+	  apt-get update -qq && apt-get install -y --no-install-recommends chromium
+	fi
 
 run: install ## the whole system here: servers under .data/, topics, migrations, five services, URLs
 	@exec "$(PY)" -m tickwatch_devstack up $(RUN_ARGS)
@@ -58,6 +66,17 @@ bench: install ## run every bench/*.py in turn (each starts its own servers and 
 
 chaos: install ## a seeded fault run on real servers (2,000 alerts, every fault in turn); exit 1 on a loss
 	"$(PY)" -m tickwatch_devstack.chaos $(CHAOS_ARGS)
+
+vendor-charts: ## refresh the dashboard's lightweight-charts (CHARTS_VERSION=x.y.z) from npm; commit the result
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT
+	(cd "$$tmp" && npm pack --silent "lightweight-charts@$(CHARTS_VERSION)" >/dev/null && tar xzf lightweight-charts-*.tgz)
+	rm -f $(DASHBOARD_STATIC)/lightweight-charts-*.standalone.production.js
+	cp "$$tmp/package/dist/lightweight-charts.standalone.production.js" \
+	  "$(DASHBOARD_STATIC)/lightweight-charts-$(CHARTS_VERSION).standalone.production.js"
+	cp "$$tmp/package/LICENSE" "$(DASHBOARD_STATIC)/lightweight-charts-LICENSE.txt"
+	sed -i -E 's/lightweight-charts-[0-9.]+\.standalone/lightweight-charts-$(CHARTS_VERSION).standalone/' \
+	  $(DASHBOARD_STATIC)/dashboard.html
+	echo "lightweight-charts $(CHARTS_VERSION) vendored into $(DASHBOARD_STATIC)"
 
 kafka-up: ## a throwaway Apache Kafka (KRaft) on localhost:29092, wiped at each start (benches, experiments)
 	@bash deploy/apache-kafka/kafka.sh up
