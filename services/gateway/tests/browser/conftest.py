@@ -1,0 +1,158 @@
+"""One real gateway per module (real Kafka, PostgreSQL, Redis) and Debian's Chromium driving it.
+
+Playwright's own browser download cannot work here, so it drives ``/usr/bin/chromium``
+(``make install`` installs it when missing) with the flags a closed network needs. Each test gets
+a fresh browser context (empty session storage); screenshots go to ``.artefacts/browser/``
+(git-ignored), ``TICKWATCH_ARTEFACTS`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from tickwatch_common.events import Candle
+from tickwatch_common.kafka import Publisher, kafka_producer
+from tickwatch_common.settings import KafkaSettings
+from tickwatch_common.topics import CANDLES, TICKS
+from tickwatch_devstack.infra import Stack, create_database
+from tickwatch_devstack.testing import replay_tick, wait_until
+from tickwatch_gateway.app import build_app
+
+from ..integration.conftest import gateway_settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTEFACTS = Path(
+    os.environ.get("TICKWATCH_ARTEFACTS") or Path(__file__).parents[4] / ".artefacts" / "browser"
+)
+EXPECT_TIMEOUT_MS = 15_000
+
+
+@dataclass
+class Gateway:
+    """The gateway under test: its base URL, an API client, and a publisher to the real broker."""
+
+    url: str
+    client: TestClient[Any, Any]
+    publisher: Publisher
+
+    async def tick(self, symbol: str, price: str, ts_ms: int | None = None) -> None:
+        ts_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
+        await self.publisher.publish(TICKS, replay_tick(symbol, price, ts_ms), key=symbol)
+
+    async def candle(self, symbol: str, open_ms: int, o: str, h: str, lo: str, c: str) -> None:
+        candle = Candle(
+            symbol=symbol,
+            source="replay",
+            interval="1m",
+            open_time=open_ms,
+            close_time=open_ms + 59_999,
+            open=Decimal(o),
+            high=Decimal(h),
+            low=Decimal(lo),
+            close=Decimal(c),
+            volume=Decimal("12.5"),
+            closed=True,
+        )
+        await self.publisher.publish(CANDLES, candle, key=symbol)
+
+
+@pytest.fixture(scope="module")
+async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
+    server = stack.database_url.rsplit("/", 1)[0] + "/postgres"
+    database = await create_database(server, f"t_{uuid.uuid4().hex[:12]}")
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_app(gateway_settings(stack, database)), host="127.0.0.1")
+    )
+    await client.start_server()
+    try:
+
+        async def ready() -> bool:
+            return (await client.get("/ready")).status == 200
+
+        await wait_until(ready, what="the gateway ready")
+        settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+        async with kafka_producer(settings) as publisher:
+            yield Gateway(str(client.make_url("")).rstrip("/"), client, publisher)
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@dataclass
+class Tab:
+    """A page of a fresh context, the errors its console reported, and its screenshots."""
+
+    page: Page
+    name: str
+    errors: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)
+    """Parts of console errors the test provokes (the browser logs every 404 a fetch gets)."""
+
+    async def shot(self, step: str) -> None:
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(ARTEFACTS / f"{self.name}-{step}.png"), full_page=True)
+
+
+async def open_tab(
+    browser: Browser, request: pytest.FixtureRequest, width: int = 1440, height: int = 900
+) -> AsyncIterator[Tab]:
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    page = await context.new_page()
+    tab = Tab(page, request.node.name.removeprefix("test_"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            tab.errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+    try:
+        yield tab
+    finally:
+        await context.close()
+    # A script error or a blocked resource (CSP) is a failure of the page, whatever it showed.
+    assert [e for e in tab.errors if not any(part in e for part in tab.expected)] == []
+
+
+@pytest.fixture
+async def tab(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
+    async for opened in open_tab(browser, request):
+        yield opened
+
+
+@pytest.fixture
+async def narrow_tab(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Tab]:
+    async for opened in open_tab(browser, request, width=390, height=844):
+        yield opened

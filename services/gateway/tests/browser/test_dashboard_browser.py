@@ -1,0 +1,238 @@
+"""The dashboard in a real browser against a real gateway: live prices, the chart, deep links,
+alerts. Each test waits for the page's state (Playwright's expect, wait_for_function), never a
+fixed time; each step leaves a screenshot in the artefacts folder."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from playwright.async_api import Page, expect
+from tickwatch_devstack.testing import wait_until
+from tickwatch_gateway.runtime.clock import iso_from_ms
+
+from ..integration.conftest import signup
+from .conftest import Gateway, Tab
+
+MINUTE_MS = 60_000
+
+
+async def open_dashboard(page: Page, gateway: Gateway, path: str = "/") -> None:
+    await page.goto(gateway.url + path)
+    # Subscribed to the WebSocket's channels, so a tick published from now on reaches the page.
+    await expect(page.locator("body")).to_have_attribute("data-ws", "subscribed")
+    await expect(page.locator("#chart")).not_to_have_attribute("data-interval", "")
+
+
+async def last_bar(page: Page) -> dict[str, Any]:
+    bar: dict[str, Any] = await page.evaluate("window.tickwatch.chart.lastBar()")
+    return bar
+
+
+async def test_a_tick_moves_the_price_table_and_the_chart_alike(gateway: Gateway, tab: Tab) -> None:
+    page = tab.page
+    await open_dashboard(page, gateway)
+    await expect(page.locator("#chart")).to_have_attribute("data-symbol", "BTC-USDT")
+    await tab.shot("1-opened")
+
+    price_cell = page.locator('#prices tr[data-symbol="BTC-USDT"] td.price')
+    for price in ("64001.25", "64010.5", "63990.75"):
+        await gateway.tick("BTC-USDT", price)
+        await expect(price_cell).to_have_text(price)
+        # The same tick moved the chart's last candle: its close is the table's price, exactly.
+        await expect(page.locator("#chart")).to_have_attribute("data-last-close", price)
+        bar = await last_bar(page)
+        assert bar["close"] == price
+        assert Decimal(str(bar["drawn_close"])) == Decimal(price)
+    # The ticks widened the candle they fell in, never narrowed it.
+    bar = await last_bar(page)
+    assert Decimal(bar["low"]) <= Decimal("63990.75") <= Decimal(bar["high"])
+    await tab.shot("2-after-ticks")
+
+
+async def test_switching_the_interval_loads_its_candles(gateway: Gateway, tab: Tab) -> None:
+    now = int(time.time() * 1000)
+    start = (now // (15 * MINUTE_MS) - 2) * 15 * MINUTE_MS  # three 15 m buckets of 1 m candles
+    for k in range(30):
+        base = 3000 + k
+        await gateway.candle(
+            "ETH-USDT",
+            start + k * MINUTE_MS,
+            f"{base}",
+            f"{base + 2}",
+            f"{base - 1}",
+            f"{base + 1}",
+        )
+
+    async def stored() -> bool:
+        resp = await gateway.client.get("/api/v1/prices/ETH-USDT/history?interval=1m&limit=1000")
+        items = (await resp.json())["items"]
+        return sum(1 for c in items if c["open_time"] >= iso_from_ms(start)) >= 30
+
+    await wait_until(stored, what="the 30 candles stored")
+    page = tab.page
+    await open_dashboard(page, gateway, "/markets/ETH-USDT")
+    chart = page.locator("#chart")
+    await expect(chart).to_have_attribute("data-symbol", "ETH-USDT")
+    one_minute = int(await chart.get_attribute("data-bars") or 0)
+    assert one_minute >= 30
+    await tab.shot("1-1m")
+
+    for interval, bucket in (("5m", 5), ("15m", 15), ("1h", 60), ("1d", 1440)):
+        await page.get_by_role("button", name=interval, exact=True).click()
+        await expect(chart).to_have_attribute("data-interval", interval)
+        await expect(page.get_by_role("button", name=interval, exact=True)).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        resp = await gateway.client.get(
+            f"/api/v1/prices/ETH-USDT/history?interval={interval}&limit=500"
+        )
+        served = (await resp.json())["items"]
+        assert served, interval
+        shown = int(await chart.get_attribute("data-bars") or 0)
+        assert shown in (len(served), len(served) + 1), (interval, shown, len(served))
+        bar = await last_bar(page)
+        opened = _ms(bar["time"])
+        assert opened % (bucket * MINUTE_MS) == 0, (interval, bar)
+    await tab.shot("2-1d")
+
+    # Indicators from /indicators: an overlay and an oscillator pane.
+    await page.get_by_role("button", name="1m", exact=True).click()
+    await expect(chart).to_have_attribute("data-interval", "1m")
+    await page.get_by_label("SMA 20").check()
+    await page.get_by_label("RSI 14").check()
+    await expect(chart).to_have_attribute("data-studies", "sma:20 rsi:14")
+    await expect(page.locator("#chart-wrap")).to_have_class("panes-1")
+    await tab.shot("3-indicators")
+
+
+async def test_a_market_link_opens_on_that_market(gateway: Gateway, tab: Tab) -> None:
+    page = tab.page
+    await open_dashboard(page, gateway, "/markets/ETH-USDT")
+    await expect(page.locator("#chart-title")).to_have_text("ETH-USDT")
+    await expect(page.locator('#prices tr[data-symbol="ETH-USDT"]')).to_have_class("selected")
+    await tab.shot("1-eth")
+    # Choosing another market puts its link in the address bar.
+    await page.locator('#prices tr[data-symbol="BTC-USDT"]').click()
+    await expect(page.locator("#chart")).to_have_attribute("data-symbol", "BTC-USDT")
+    assert page.url == gateway.url + "/markets/BTC-USDT"
+
+
+async def test_an_alert_link_asks_to_log_in_then_shows_the_alert(
+    gateway: Gateway, tab: Tab
+) -> None:
+    user = await signup(gateway.client)
+    resp = await gateway.client.post(
+        "/api/v1/alerts",
+        json={"symbol": "ETH-USDT", "condition": "below", "target_price": "2500", "note": "buy"},
+        headers=user["headers"],
+    )
+    assert resp.status == 201, await resp.text()
+    alert = await resp.json()
+
+    page = tab.page
+    await open_dashboard(page, gateway, f"/alerts/{alert['id']}")
+    await expect(page.locator("#deep-note")).to_contain_text("Log in to see alert")
+    await expect(page.locator("#auth-email")).to_be_focused()
+    await tab.shot("1-asked-to-log-in")
+
+    await page.locator("#auth-email").fill(user["email"])
+    await page.locator("#auth-password").fill("s3cret-pass")
+    await page.get_by_role("button", name="Log in").click()
+    detail = page.locator("#alert-detail")
+    await expect(detail).to_be_visible()
+    await expect(detail).to_have_attribute("data-alert-id", alert["id"])
+    await expect(detail.locator('dd[data-field="note"]')).to_have_text("buy")
+    await expect(detail.locator('dd[data-field="condition"]')).to_have_text("below 2500")
+    await expect(page.locator(f'#alerts tr[data-alert-id="{alert["id"]}"]')).to_have_class(
+        "focused"
+    )
+    await expect(page.locator("#chart")).to_have_attribute("data-symbol", "ETH-USDT")
+    await expect(page.locator("#chart")).to_have_attribute("data-alert-lines", "2500")
+    await tab.shot("2-alert-shown")
+
+    # Someone else's id, or none at all: said so, never a blank panel.
+    tab.expected.append("status of 404")
+    await page.goto(gateway.url + f"/alerts/{uuid.uuid4()}")
+    await expect(page.locator("#alert-detail-error")).to_contain_text("No alert")
+
+
+async def test_register_create_an_alert_and_see_its_line(gateway: Gateway, tab: Tab) -> None:
+    page = tab.page
+    await open_dashboard(page, gateway)
+    await page.locator("#auth-email").fill(f"b{uuid.uuid4().hex[:8]}@example.com")
+    await page.locator("#auth-password").fill("s3cret-pass")
+    await page.get_by_role("button", name="Register").click()
+    await expect(page.locator("#signed-in")).to_be_visible()
+    await tab.shot("1-registered")
+
+    await page.locator("#alert-symbol").select_option("BTC-USDT")
+    await page.locator("#alert-condition").select_option("above")
+    await page.locator("#alert-target").fill("70123.5")
+    await page.get_by_role("button", name="Create alert").click()
+    await expect(page.locator("#alerts tbody tr")).to_have_count(1)
+    await expect(page.locator("#alerts tbody td.price")).to_have_text("70123.5")
+    await expect(page.locator("#chart")).to_have_attribute("data-alert-lines", "70123.5")
+    lines = await page.evaluate("window.tickwatch.chart.priceLines()")
+    assert [(line["price"], line["drawn"]) for line in lines] == [("70123.5", 70123.5)]
+    await tab.shot("2-alert-line")
+
+
+async def test_usable_at_390_px(gateway: Gateway, narrow_tab: Tab) -> None:
+    page = narrow_tab.page
+    await open_dashboard(page, gateway)
+    await gateway.tick("BTC-USDT", "64100.5")
+    await expect(page.locator('#prices tr[data-symbol="BTC-USDT"] td.price')).to_have_text(
+        "64100.5"
+    )
+    # Nothing wider than the screen: no column cut off, no sideways scrolling.
+    widths = await page.evaluate(
+        """() => ({
+          page: document.documentElement.scrollWidth,
+          table: document.getElementById("prices").getBoundingClientRect().right,
+          chart: document.getElementById("chart").getBoundingClientRect().right,
+          volume: document.querySelector("#prices th:nth-child(4)").getBoundingClientRect().right,
+        })"""
+    )
+    assert max(widths.values()) <= 390, widths
+    await narrow_tab.shot("1-390px")
+
+
+async def test_static_files_and_unknown_paths(gateway: Gateway) -> None:
+    client = gateway.client
+    script = await client.get("/static/lightweight-charts-5.2.1.standalone.production.js")
+    assert script.status == 200
+    assert script.content_type == "text/javascript"
+    assert "max-age=" in script.headers["Cache-Control"]
+    again = await client.get(
+        "/static/lightweight-charts-5.2.1.standalone.production.js",
+        headers={"If-None-Match": script.headers["ETag"]},
+    )
+    assert again.status == 304
+    icon = await client.get("/favicon.ico")
+    assert (icon.status, icon.content_type) == (200, "image/svg+xml")
+    licence = await client.get("/static/lightweight-charts-LICENSE.txt")
+    assert "Apache License" in await licence.text()
+    for path in (
+        "/static/dashboard.html",
+        "/static/README.md",
+        "/static/..%2Froutes.py",
+        "/static/nope.js",
+        "/nope",
+        "/markets/BTC-USDT/more",
+        "/alerts/",
+    ):
+        assert (await client.get(path)).status == 404, path
+    page = await client.get("/markets/BTC-USDT")
+    root = await client.get("/")
+    assert page.status == 200 and await page.text() == await root.text()
+    assert page.headers["Content-Security-Policy"] == root.headers["Content-Security-Policy"]
+    document = await (await client.get("/openapi.json")).json()
+    assert not any(p.startswith(("/markets", "/alerts", "/static")) for p in document["paths"])
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
