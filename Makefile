@@ -35,7 +35,8 @@ install: ## install uv if missing, every package from uv.lock into .venv, Debian
 	# The browser tests drive Debian's Chromium (a test tool's own browser download cannot work).
 	if [ ! -x /usr/bin/chromium ]; then
 	  echo "chromium not found: installing Debian's package with apt-get"
-	  apt-get update -qq && apt-get install -y --no-install-recommends chromium
+	  as_root=$$([ "$$(id -u)" = 0 ] || echo sudo)
+	  $$as_root apt-get update -qq && $$as_root apt-get install -y --no-install-recommends chromium
 	fi
 
 run: install ## the whole system here: servers under .data/, topics, migrations, five services, URLs

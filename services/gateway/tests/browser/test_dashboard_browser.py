@@ -132,6 +132,7 @@ async def test_an_alert_link_asks_to_log_in_then_shows_the_alert(
     )
     assert resp.status == 201, await resp.text()
     alert = await resp.json()
+    await gateway.tick("ETH-USDT", "3010.5")  # a candle to draw, whichever test ran before
 
     page = tab.page
     await open_dashboard(page, gateway, f"/alerts/{alert['id']}")
@@ -152,6 +153,8 @@ async def test_an_alert_link_asks_to_log_in_then_shows_the_alert(
     )
     await expect(page.locator("#chart")).to_have_attribute("data-symbol", "ETH-USDT")
     await expect(page.locator("#chart")).to_have_attribute("data-alert-lines", "2500")
+    # The opened alert's line is on screen, though far from the candles (about 3000).
+    await page.wait_for_function("window.tickwatch.chart.priceLines()[0].on_screen")
     await tab.shot("2-alert-shown")
 
     # Someone else's id, or none at all: said so, never a blank panel.
@@ -167,6 +170,8 @@ async def test_register_create_an_alert_and_see_its_line(gateway: Gateway, tab: 
     await page.locator("#auth-password").fill("s3cret-pass")
     await page.get_by_role("button", name="Register").click()
     await expect(page.locator("#signed-in")).to_be_visible()
+    await gateway.tick("BTC-USDT", "68000.5")
+    await expect(page.locator("#chart")).to_have_attribute("data-last-close", "68000.5")
     await tab.shot("1-registered")
 
     await page.locator("#alert-symbol").select_option("BTC-USDT")
@@ -178,6 +183,8 @@ async def test_register_create_an_alert_and_see_its_line(gateway: Gateway, tab: 
     await expect(page.locator("#chart")).to_have_attribute("data-alert-lines", "70123.5")
     lines = await page.evaluate("window.tickwatch.chart.priceLines()")
     assert [(line["price"], line["drawn"]) for line in lines] == [("70123.5", 70123.5)]
+    # Within 10 % of the candles: the price scale takes it in.
+    await page.wait_for_function("window.tickwatch.chart.priceLines()[0].on_screen")
     await tab.shot("2-alert-line")
 
 
