@@ -207,6 +207,21 @@ async def test_usable_at_390_px(gateway: Gateway, narrow_tab: Tab) -> None:
     assert max(widths.values()) <= 390, widths
     await narrow_tab.shot("1-390px")
 
+    # Signed in, with an alert: its table fits too.
+    await page.locator("#auth-email").fill(f"n{uuid.uuid4().hex[:8]}@example.com")
+    await page.locator("#auth-password").fill("s3cret-pass")
+    await page.get_by_role("button", name="Register").click()
+    await page.locator("#alert-target").fill("65000")
+    await page.get_by_role("button", name="Create alert").click()
+    await expect(page.locator("#alerts tbody tr")).to_have_count(1)
+    right = await page.evaluate(
+        """() => Math.max(document.documentElement.scrollWidth,
+             document.getElementById("alerts").getBoundingClientRect().right)"""
+    )
+    assert right <= 390, right
+    await page.locator("#alerts-panel").scroll_into_view_if_needed()
+    await narrow_tab.shot("2-390px-signed-in")
+
 
 async def test_static_files_and_unknown_paths(gateway: Gateway) -> None:
     client = gateway.client
