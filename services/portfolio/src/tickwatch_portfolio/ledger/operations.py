@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from typing import Any
 
 import structlog
+from tickwatch_common.background import background
 from tickwatch_common.events import Tick
 
 from tickwatch_portfolio.accounting.domain import (
@@ -327,13 +328,6 @@ def _extras(answer: Answer) -> dict[str, Any]:
     return {k: v for k, v in answer.body.items() if k not in skip}
 
 
-@asynccontextmanager
-async def filling(operations: Operations) -> AsyncIterator[asyncio.Task[None]]:
+def filling(operations: Operations) -> AbstractAsyncContextManager[asyncio.Task[None]]:
     """The limit-fill task (:meth:`Operations.fill_reached`) running; cancelled on the way out."""
-    task = asyncio.create_task(operations.fill_reached())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+    return background(operations.fill_reached())

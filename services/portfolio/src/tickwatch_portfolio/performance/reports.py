@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import structlog
+from tickwatch_common.background import background
 
 from tickwatch_portfolio.accounting.domain import value_account
 from tickwatch_portfolio.ledger.store import LedgerStore, load_account
@@ -204,8 +205,9 @@ def _ratio(value: Decimal | None) -> str | None:
     return None if value is None else dec(value.quantize(RATIO).normalize())
 
 
-@asynccontextmanager
-async def snapshotting(reports: Reports, interval_s: float) -> AsyncIterator[asyncio.Task[None]]:
+def snapshotting(
+    reports: Reports, interval_s: float
+) -> AbstractAsyncContextManager[asyncio.Task[None]]:
     """The snapshot task, every ``interval_s``; a failed round is logged and the next one runs."""
 
     async def loop() -> None:
@@ -216,10 +218,4 @@ async def snapshotting(reports: Reports, interval_s: float) -> AsyncIterator[asy
                 log.exception("snapshot_failed")
             await asyncio.sleep(interval_s)
 
-    task = asyncio.create_task(loop())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+    return background(loop())

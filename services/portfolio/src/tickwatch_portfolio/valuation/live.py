@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Protocol
 
 import structlog
+from tickwatch_common.background import background
 from tickwatch_common.events import Tick, Valuation
 from tickwatch_common.events.portfolio import HoldingValue
 from tickwatch_common.topics import PORTFOLIO_VALUATIONS, Topic
@@ -131,10 +132,5 @@ class LiveValuation:
 @asynccontextmanager
 async def valuing(live: LiveValuation) -> AsyncIterator[LiveValuation]:
     """The flush task running; cancelled on the way out."""
-    task = asyncio.create_task(live.run())
-    try:
+    async with background(live.run()):
         yield live
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
