@@ -89,6 +89,13 @@ class Market:
         await self.publisher.publish(INSTRUMENTS, event, key=symbol)
         await wait_until(lambda: symbol in self.book.rules, what=f"rules of {symbol}")
 
+    async def listed(self, price: str = "100.00") -> str:
+        """A new symbol with the default rules and a fresh tick at ``price``, in the book."""
+        symbol = self.new_symbol()
+        await self.instrument(symbol)
+        await self.tick(symbol, price)
+        return symbol
+
     async def tick(self, symbol: str, price: str, *, age_s: float = 0) -> None:
         ts = int((time.time() - age_s) * 1000)
         await self.publisher.publish(TICKS, replay_tick(symbol, price, ts), key=symbol)

@@ -1,15 +1,18 @@
 """Limit orders against the real PostgreSQL and Kafka: a resting buy's cash and a resting sell's
 quantity reserved, filled by a published tick at the limit price, cancelled (reservation
-released), another user's order 404, a fill that happens once, the book rebuilt at restart."""
+released), another user's order 404, a fill that happens once, prices flowing while a fill waits
+on PostgreSQL, the book rebuilt at restart."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
@@ -86,9 +89,7 @@ async def _is(gateway: Gateway, user: str, order_id: str, status: str) -> bool:
 async def test_a_limit_sell_reserves_its_quantity_and_cancel_releases_it(
     gateway: Gateway, market: Market
 ) -> None:
-    symbol = market.new_symbol()
-    await market.instrument(symbol)
-    await market.tick(symbol, "100.00")
+    symbol = await market.listed()
     buy = {"symbol": symbol, "side": "buy", "quantity": "1"}
     assert (await gateway.call("POST", "/internal/orders", "ls", buy)).status == 201
     sell = {"symbol": symbol, "side": "sell", "quantity": "1", "type": "limit"}
@@ -153,6 +154,53 @@ async def test_a_resting_order_fills_once_however_often_it_is_filled(
     assert trades["total"] == 1
     view = (await gateway.call("GET", "/internal/portfolio", "lo")).body
     assert (D(view["cash"]), D(view["reserved"])) == (D("9989.99"), D("0"))
+
+
+async def test_prices_keep_flowing_while_a_fill_waits_on_the_accounts_lock(
+    portfolio: tuple[Portfolio, int], gateway: Gateway, market: Market, fresh_database: str
+) -> None:
+    running = portfolio[0]
+    symbol = await market.listed()
+    buy = {"symbol": symbol, "side": "buy", "quantity": "1"}
+    assert (await gateway.call("POST", "/internal/orders", "lk", buy)).status == 201
+    order = {**buy, "type": "limit", "limit_price": "95"}
+    placed = await gateway.call("POST", "/internal/orders", "lk", order)
+    assert placed.status == 201
+
+    def valued_at(price: str) -> bool:
+        [holding] = running.live.valuer.valuation("lk").holdings
+        return holding.price == D(price)
+
+    held = await asyncpg.connect(fresh_database)
+    try:
+        lock = held.transaction()
+        await lock.start()
+        await held.execute("SELECT 1 FROM portfolio.accounts WHERE user_id = 'lk' FOR UPDATE")
+        await market.tick(symbol, "94.50")  # reaches the order: its fill queues for the lock
+
+        async def fill_waits_on_the_lock() -> bool:
+            waiting = await held.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+                " AND query LIKE '%lock_account%'"
+            )
+            return bool(waiting)
+
+        await wait_until(fill_waits_on_the_lock, what="the fill blocked on the account's lock")
+        for price in ("94.00", "97.25", "101.50"):
+            await market.tick(symbol, price)  # waits until the book holds it
+            await wait_until(partial(valued_at, price), what=f"the holding valued at {price}")
+        assert await fill_waits_on_the_lock()
+        assert await _status(gateway, "lk", placed.body["id"]) == "open"
+        await lock.rollback()
+    finally:
+        await held.close()
+    await wait_until(
+        lambda: _is(gateway, "lk", placed.body["id"], "filled"), what="the fill after the lock"
+    )
+    view = (await gateway.call("GET", "/internal/portfolio", "lk")).body
+    assert D(view["holdings"][0]["quantity"]) == D("2")
+    assert (D(view["reserved"]), D(view["fees_paid"])) == (D("0"), D("0.1") + D("0.095"))
 
 
 async def test_a_restart_rebuilds_the_book_from_postgresql(stack: Any, fresh_database: str) -> None:

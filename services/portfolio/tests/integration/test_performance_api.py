@@ -29,9 +29,7 @@ async def test_snapshots_once_a_minute_and_the_history_downsampled(
     portfolio: tuple[Portfolio, int], gateway: Gateway, market: Market
 ) -> None:
     running = portfolio[0]
-    symbol = market.new_symbol()
-    await market.instrument(symbol)
-    await market.tick(symbol, "100.00")
+    symbol = await market.listed()
     buy = {"symbol": symbol, "side": "buy", "quantity": "1"}
     assert (await gateway.call("POST", "/internal/orders", "hist", buy)).status == 201
     await gateway.call("GET", "/internal/portfolio", "cash-only")  # holds nothing: no snapshot

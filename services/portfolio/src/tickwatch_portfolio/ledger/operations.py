@@ -5,12 +5,13 @@ A market order fills at the price book's latest tick (never a client's price) wh
 fresh. A limit order rests: a buy reserves its cash (notional at the limit plus its fee), a sell
 its quantity, in the same locked transaction that records it ``open``; once committed it joins the
 in-memory :class:`~tickwatch_portfolio.orders.domain.LimitBook` (rebuilt from the open rows at
-start). A tick that reaches it fills it at its limit price in its own transaction, which locks
-the order row (``FOR UPDATE``) and does nothing unless it is still ``open``: an order fills once
-even if two ticks race, a cancel races, or the service restarts. Cancelling releases the
-reservation. every refusal is an :class:`~tickwatch_portfolio.problems.Answer` (422 naming the field,
-409 with the amounts or the price's age), so the first answer to a key, refusal or not, is what
-its retries get back.
+start) and meets the symbol's latest quote there and then, as a tick would (one may have come
+while the commit was under way). A tick that reaches it fills it at its limit price in its own
+transaction, which locks the order row (``FOR UPDATE``) and does nothing unless it is still
+``open``: an order fills once even if two ticks race, a cancel races, or the service restarts.
+Cancelling releases the reservation. Every refusal is an
+:class:`~tickwatch_portfolio.problems.Answer` (422 naming the field, 409 with the amounts or the
+price's age), so the first answer to a key, refusal or not, is what its retries get back.
 """
 
 from __future__ import annotations
@@ -159,19 +160,26 @@ class Operations:
         return Answer(201, body)
 
     def rest(self, order: OpenOrder) -> None:
-        """Put a committed open order in the in-memory book (once)."""
-        if str(order.id) not in self.limits:
-            self.limits.add(
-                RestingOrder(
-                    str(order.id),
-                    order.user_id,
-                    order.symbol,
-                    order.side,
-                    order.quantity,
-                    order.limit_price,
-                    order.placed_at_ms,
-                )
+        """Put a committed open order in the in-memory book (once), then match it against the
+        symbol's latest quote: a tick that came after the order's ``placed_at`` but before this
+        ran (the commit's round trip) went by while the order was not yet in the book, and may
+        have been the only one to reach it."""
+        if str(order.id) in self.limits:
+            return
+        self.limits.add(
+            RestingOrder(
+                str(order.id),
+                order.user_id,
+                order.symbol,
+                order.side,
+                order.quantity,
+                order.limit_price,
+                order.placed_at_ms,
             )
+        )
+        quote = self.book.quotes.get(order.symbol)
+        if quote is not None:
+            self._match(order.symbol, quote.price, quote.ts_ms)
 
     async def rebuild(self) -> int:
         """Rest every open order PostgreSQL holds (at start, before the feed runs)."""
@@ -182,15 +190,20 @@ class Operations:
 
     def on_ticks(self, ticks: Iterable[Tick]) -> None:
         """Take the resting orders each tick reaches out of the book and queue them for
-        :meth:`filling`'s task (matching is in memory, so the feed never waits on PostgreSQL).
-        A tick stamped before an order was placed (replayed at start, or late from a slower
-        source) does not fill it: the order rests again."""
+        :func:`filling`'s task (matching is in memory, so the feed never waits on PostgreSQL)."""
         for tick in ticks:
-            for order in self.limits.on_tick(tick.symbol, Decimal(tick.price)):
-                if tick.ts_event < order.placed_at:
-                    self.limits.add(order)
-                    continue
-                self.reached.put_nowait(order)
+            self._match(tick.symbol, Decimal(tick.price), tick.ts_event)
+
+    def _match(self, symbol: str, price: Decimal, ts_ms: int) -> None:
+        """Queue the resting orders ``price`` (stamped ``ts_ms``) reaches; the one matching path
+        of a tick and of a newly rested order. A price stamped before an order was placed
+        (replayed at start, late from a slower source, or the quote held when it rests) does not
+        fill it: the order rests again."""
+        for order in self.limits.on_tick(symbol, price):
+            if ts_ms < order.placed_at:
+                self.limits.add(order)
+                continue
+            self.reached.put_nowait(order)
 
     async def fill_reached(self) -> None:
         """Fill the queued orders one transaction each, until cancelled. The queue holds at
