@@ -1,5 +1,6 @@
 """The live valuation's adapter with a fake publisher and clock: a user's own change goes out at
-once, ticks only reach holders and are conflated to one event a second, the latest value wins."""
+once when the user's second allows, ticks only reach holders, and everything is conflated to one
+event a second per user, the latest value winning."""
 
 from __future__ import annotations
 
@@ -55,13 +56,27 @@ async def test_own_change_at_once_ticks_conflated_latest_wins() -> None:
         await live.on_ticks([replay_tick("BTC-USDT", price, clock.ms)])
         await live.flush()
     await live.on_ticks([replay_tick("ETH-USDT", "5", clock.ms)])  # nobody holds it
-    assert [key for _, key, _ in publisher.sent] == ["u", "u"]  # the first tick; then cooling
+    assert [key for _, key, _ in publisher.sent] == ["u"]  # cooling since its own change
     clock.ms += 1000
     assert await live.flush() == 1
     last = publisher.sent[-1][2]
     assert last.total_value == D("1004")  # 800 + 2 x 102
     assert last.holdings[0].unrealized_pnl == D("4")
     assert await live.flush() == 0
+
+
+async def test_own_changes_within_a_second_are_one_event_with_the_last() -> None:
+    publisher, clock = FakePublisher(), Clock()
+    live = LiveValuation(publisher, clock)
+    live.on_committed("u", _account("900"))
+    assert await live.flush() == 1
+    for cash in ("800", "700", "600"):  # three orders within the user's second
+        clock.ms += 100
+        live.on_committed("u", _account(cash))
+        assert await live.flush() == 0
+    clock.ms += 700
+    assert await live.flush() == 1
+    assert [event.cash for _, _, event in publisher.sent] == [D("900"), D("600")]
 
 
 async def test_a_holding_sold_leaves_the_valuation() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +46,7 @@ from tickwatch_portfolio.ledger.store import (
     CashFlowKind,
     LedgerStore,
     OpenOrder,
+    StaleAccount,
     order_body,
 )
 from tickwatch_portfolio.market.book import PriceBook
@@ -113,7 +114,17 @@ class Operations:
         key: str | None,
         fingerprint: str,
         run: Callable[[AccountTx], Any],
+        *,
+        one_statement: bool = True,
     ) -> Answer:
+        """``run`` once against the account: without a key (and when ``run`` writes at most one
+        statement), against the state this process holds if it holds it (one round trip); else,
+        or if that state turns out stale, locked, replaying the key's first answer if any."""
+        if key is None and one_statement:
+            with suppress(StaleAccount):
+                held: Answer | None = await self.store.with_held(user_id, run)
+                if held is not None:
+                    return held
         async with self.store.locked(user_id, key) as tx:
             if tx.first is not None:
                 if tx.first[0] != fingerprint:
@@ -279,7 +290,7 @@ class Operations:
                 },
             )
 
-        return await self._idempotent(user_id, key, fingerprint, run)
+        return await self._idempotent(user_id, key, fingerprint, run, one_statement=False)
 
     async def _rejected(self, tx: AccountTx, request: OrderRequest, exc: AccountingError) -> Answer:
         answer = _refusal(exc)
@@ -325,6 +336,7 @@ class Operations:
             try:
                 new = (deposit if kind == "deposit" else withdraw)(tx.account, amount)
             except AccountingError as exc:
+                await tx.confirm()  # refused against the committed state, not a stale one
                 return _refusal(exc)
             value_before = value_account(tx.account, self.book.prices()).total_value
             entry = await tx.book_cash(new, kind, amount, value_before)

@@ -5,7 +5,9 @@ Holdings are loaded at start and set again after each committed change to an acc
 a cash flow, a reservation, a reset); a tick revalues only the holders of its symbol and marks
 them for the conflator, which a small periodic task drives with the clock (at most one event per
 user per second, the value read when it goes out, so the latest wins). A user's own committed
-change is published at once, without waiting for the conflator.
+change goes through the conflator too, waking the task: published at once when the user's last
+event is a second old, else with the latest value when the second is up (an order a millisecond
+does not publish an event a millisecond, as the contract's "at most once a second" says).
 """
 
 from __future__ import annotations
@@ -68,7 +70,6 @@ class LiveValuation:
         self.clock = clock
         self.valuer = Valuer()
         self.conflator = Conflator()
-        self._now: set[str] = set()
         self._wake = asyncio.Event()
         self.published = 0
 
@@ -94,10 +95,11 @@ class LiveValuation:
         return count
 
     def on_committed(self, user_id: str, account: Account) -> None:
-        """After a user's own committed change: revalue and publish it at once."""
+        """After a user's own committed change: revalue, and publish as soon as the user's
+        second allows."""
         self.set_account(user_id, account)
         self.valuer.dirty.discard(user_id)
-        self._now.add(user_id)
+        self.conflator.mark((user_id,))
         self._wake.set()
 
     async def on_ticks(self, ticks: Iterable[Tick]) -> None:
@@ -106,12 +108,10 @@ class LiveValuation:
         self.conflator.mark(self.valuer.take_dirty())
 
     async def flush(self) -> int:
-        """Publish the users due now (their own changes, then the conflator's); how many."""
+        """Publish the users the conflator says are due now; how many."""
         now = self.clock()
         self.conflator.mark(self.valuer.take_dirty())
-        users = sorted(self._now)
-        self._now.clear()
-        users += [u for u in self.conflator.due(now) if u not in users]
+        users = self.conflator.due(now)
         for user in users:
             event = valuation_event(self.valuer.valuation(user), now)
             await self.publisher.publish(PORTFOLIO_VALUATIONS, event, key=user)
