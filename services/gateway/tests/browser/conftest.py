@@ -1,5 +1,10 @@
 """One real gateway per module (real Kafka, PostgreSQL, Redis) and Debian's Chromium driving it.
 
+Beside the gateway run a real portfolio service and a real alert engine (processes, their logs
+in the module's temporary folder), so orders fill and alerts fire from the ticks a test
+publishes; the flows that need them use the module's own market (``Gateway.symbol``, with
+instrument rules), out of the way of what other tests publish on the shared broker.
+
 Playwright's own browser download cannot work here, so it drives ``/usr/bin/chromium``
 (``make install`` installs it when missing) with the flags a closed network needs. Each test gets
 a fresh browser context (empty session storage); screenshots go to ``.artefacts/browser/``
@@ -8,6 +13,8 @@ a fresh browser context (empty session storage); screenshots go to ``.artefacts/
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -20,15 +27,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
-from tickwatch_common.events import Candle
+from tickwatch_common.events import Candle, Instrument
 from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.settings import KafkaSettings
-from tickwatch_common.topics import CANDLES, TICKS
-from tickwatch_devstack.infra import Stack, create_database
-from tickwatch_devstack.testing import replay_tick, wait_until
+from tickwatch_common.topics import CANDLES, INSTRUMENTS, TICKS
+from tickwatch_devstack.infra import Stack, create_database, free_port
+from tickwatch_devstack.testing import replay_tick, service_running_off_loop, wait_until
 from tickwatch_gateway.app import build_app
 
-from ..integration.conftest import gateway_settings
+from ..integration.conftest import gateway_settings, signup
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,6 +61,8 @@ class Gateway:
     url: str
     client: TestClient[Any, Any]
     publisher: Publisher
+    symbol: str
+    """The module's own market: instrument rules published, the portfolio trades it."""
 
     async def tick(self, symbol: str, price: str, ts_ms: int | None = None) -> None:
         ts_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
@@ -76,25 +85,80 @@ class Gateway:
         await self.publisher.publish(CANDLES, candle, key=symbol)
 
 
+def _rules(symbol: str) -> Instrument:
+    base, quote = symbol.split("-")
+    return Instrument(
+        symbol=symbol,
+        base=base,
+        quote=quote,
+        source="binance",
+        step_size=Decimal("0.001"),
+        tick_size=Decimal("0.01"),
+        min_notional=Decimal("1"),
+        status="TRADING",
+    )
+
+
 @pytest.fixture(scope="module")
-async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
+async def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     server = stack.database_url.rsplit("/", 1)[0] + "/postgres"
     database = await create_database(server, f"t_{uuid.uuid4().hex[:12]}")
-    client: TestClient[Any, Any] = TestClient(
-        TestServer(build_app(gateway_settings(stack, database)), host="127.0.0.1")
+    tag = uuid.uuid4().hex[:8]
+    symbol = f"X{tag[:6].upper()}-USDT"  # its own: other tests share the broker
+    secret = f"browser-internal-{tag}-0123456789abcdef"
+    ports = {"portfolio": free_port(), "alert-engine": free_port()}
+    logs = Path(tmp_path_factory.mktemp("services"))
+    env = {
+        **stack.env(),
+        "DATABASE_URL": database,
+        "INTERNAL_API_SECRET": secret,
+        "ALERT_ENGINE_GROUP": f"alert-engine-{tag}",
+    }
+    settings = gateway_settings(
+        stack,
+        database,
+        symbols=f"BTC-USDT,ETH-USDT,{symbol}",
+        portfolio_url=f"http://127.0.0.1:{ports['portfolio']}",
+        internal_api_secret=secret,
     )
-    await client.start_server()
-    try:
+    kafka = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    async with contextlib.AsyncExitStack() as services:
+        await asyncio.gather(
+            *(
+                services.enter_async_context(
+                    service_running_off_loop(name, env, port, logs / f"{name}.log")
+                )
+                for name, port in ports.items()
+            )
+        )
+        publisher = await services.enter_async_context(kafka_producer(kafka, linger_ms=0))
+        client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings), host="127.0.0.1"))
+        await client.start_server()
+        services.push_async_callback(client.close)
 
         async def ready() -> bool:
             return (await client.get("/ready")).status == 200
 
         await wait_until(ready, what="the gateway ready")
-        settings = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
-        async with kafka_producer(settings) as publisher:
-            yield Gateway(str(client.make_url("")).rstrip("/"), client, publisher)
-    finally:
-        await client.close()
+        await publisher.publish(INSTRUMENTS, _rules(symbol), key=symbol)
+        gateway = Gateway(str(client.make_url("")).rstrip("/"), client, publisher, symbol)
+        await _until_the_portfolio_trades(gateway)
+        yield gateway
+
+
+async def _until_the_portfolio_trades(gateway: Gateway) -> None:
+    """A probe user's market buy fills once the portfolio holds the rules and a fresh tick."""
+    probe = await signup(gateway.client)
+    order = {"symbol": gateway.symbol, "side": "buy", "quantity": "0.01"}
+
+    async def bought() -> bool:
+        await gateway.tick(gateway.symbol, "100")
+        resp = await gateway.client.post(
+            "/api/v1/portfolio/trades", json=order, headers=probe["headers"]
+        )
+        return resp.status == 201
+
+    await wait_until(bought, 30, "the portfolio filling a market order", interval_s=0.2)
 
 
 @pytest.fixture(scope="module")

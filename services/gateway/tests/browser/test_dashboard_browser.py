@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 from tickwatch_devstack.testing import wait_until
 from tickwatch_gateway.runtime.clock import iso_from_ms
 
@@ -258,3 +258,247 @@ async def test_static_files_and_unknown_paths(gateway: Gateway) -> None:
 
 def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+# ---------------------------------------------------------------- alerts and the portfolio
+
+
+async def register(page: Page) -> dict[str, str]:
+    """Register and log in from the page; its bearer header, for reading the API alongside."""
+    await page.locator("#auth-email").fill(f"t{uuid.uuid4().hex[:8]}@example.com")
+    await page.locator("#auth-password").fill("s3cret-pass")
+    await page.get_by_role("button", name="Register").click()
+    await expect(page.locator("#signed-in")).to_be_visible()
+    token = await page.evaluate("sessionStorage.getItem('tw.access')")
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def open_market(page: Page, gateway: Gateway, price: str) -> None:
+    """The module's own market, on the chart, at ``price``."""
+    await gateway.tick(gateway.symbol, price)
+    row = page.locator(f'#prices tr[data-symbol="{gateway.symbol}"]')
+    await expect(row.locator("td.price")).to_have_text(price)
+    await row.click()
+    await expect(page.locator("#chart")).to_have_attribute("data-symbol", gateway.symbol)
+    await expect(page.locator("#chart")).to_have_attribute("data-last-close", price)
+
+
+async def shows_amount(locator: Locator, amount: Decimal) -> None:
+    """Waits until the element shows ``amount`` (however many zeros it writes)."""
+
+    async def shown() -> bool:
+        text = (await locator.text_content() or "").strip().lstrip("+")
+        try:
+            return Decimal(text) == amount
+        except ArithmeticError:
+            return False
+
+    await wait_until(shown, 15, f"{amount} shown", interval_s=0.05)
+
+
+async def problem_detail(gateway: Gateway, method: str, path: str, body: Any, headers: Any) -> str:
+    resp = await gateway.client.request(method, "/api/v1" + path, json=body, headers=headers)
+    assert 400 <= resp.status < 500, await resp.text()
+    detail: str = (await resp.json())["detail"]
+    return detail
+
+
+async def test_alerts_from_the_form_and_the_chart_fire_pause_and_edit(
+    gateway: Gateway, tab: Tab
+) -> None:
+    page, symbol = tab.page, gateway.symbol
+    await open_dashboard(page, gateway)
+    headers = await register(page)
+    await open_market(page, gateway, "100")
+
+    # crosses_up from the form.
+    await page.locator("#alert-symbol").select_option(symbol)
+    await page.locator("#alert-condition").select_option("crosses_up")
+    await page.locator("#alert-target").fill("101")
+    await page.locator("#alert-note").fill("breakout")
+    await page.get_by_role("button", name="Create alert").click()
+    rows = page.locator("#alerts tbody tr")
+    await expect(rows).to_have_count(1)
+    form_id = await rows.first.get_attribute("data-alert-id")
+    form_alert = page.locator(f'#alerts tbody tr[data-alert-id="{form_id}"]')
+    await expect(form_alert).to_have_attribute("data-status", "active")
+    await expect(form_alert.locator("td.cond")).to_contain_text("crosses up")
+    await expect(form_alert.locator(".alert-note")).to_have_text("breakout")
+    await tab.shot("1-form-alert")
+
+    # One from a click on the chart: the form prefilled with that level, then created.
+    box = await page.locator("#chart").bounding_box()
+    assert box is not None
+    y = box["height"] * 0.2
+    await page.locator("#chart").click(position={"x": box["width"] * 0.4, "y": y})
+    expected = await page.evaluate(f"window.tickwatch.chart.priceAt({y}).toFixed(2)")
+    await expect(page.locator("#alert-target")).to_have_value(expected)
+    assert Decimal(expected) > Decimal("100")
+    await expect(page.locator("#alert-condition")).to_have_value("crosses_up")
+    await expect(page.locator("#alert-target")).to_be_focused()
+    await tab.shot("2-chart-click-prefilled")
+    await page.get_by_role("button", name="Create alert").click()
+    await expect(rows).to_have_count(2)
+    chart_alert = page.locator(f'#alerts tbody tr:has(td.price:text-is("{expected}"))')
+    await expect(chart_alert).to_have_count(1)
+    lines = (await page.locator("#chart").get_attribute("data-alert-lines") or "").split()
+    assert sorted(lines) == sorted(["101", expected])
+
+    # Pause and resume it; edit its note (PATCH).
+    await chart_alert.get_by_role("button", name="Pause").click()
+    await expect(chart_alert).to_have_attribute("data-status", "paused")
+    await tab.shot("3-paused")
+    await chart_alert.get_by_role("button", name="Resume").click()
+    await expect(chart_alert).to_have_attribute("data-status", "active")
+    await chart_alert.get_by_role("button", name="Edit").click()
+    await expect(page.locator("#alert-form")).to_have_attribute("data-mode", "edit")
+    await page.locator("#alert-note").fill("from the chart")
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(chart_alert.locator(".alert-note")).to_have_text("from the chart")
+    await expect(page.locator("#alert-form")).to_have_attribute("data-mode", "create")
+
+    # A tick crossing it: the trigger arrives live and the alert's status changes.
+    trigger = page.locator(f'#triggers li[data-alert-id="{form_id}"]')
+
+    async def fired() -> bool:
+        if await trigger.count():
+            return True
+        await gateway.tick(symbol, "99.5")
+        await gateway.tick(symbol, "102")
+        return False
+
+    await wait_until(fired, 20, "the crosses_up trigger on the page", interval_s=0.3)
+    await expect(trigger).to_contain_text("crosses up 101")
+    await expect(form_alert).to_have_attribute("data-status", "triggered")
+    await expect(form_alert.locator("td.status")).to_have_text("triggered")
+    await tab.shot("4-triggered")
+
+    # Its history: the trigger at its price, with its delivery state.
+    await form_alert.locator("td.sym button").click()
+    detail = page.locator("#alert-detail")
+    await expect(detail).to_have_attribute("data-alert-id", form_id or "")
+    await expect(detail.locator('dd[data-field="note"]')).to_have_text("breakout")
+    await expect(page.locator("#alert-events li[data-event-id]")).to_have_count(1)
+    await expect(page.locator("#alert-events li").first).to_contain_text("102")
+    await tab.shot("5-history")
+
+    # pct_change with its window, recurring with a cooldown, an expiry: all as sent.
+    await page.locator("#alert-condition").select_option("pct_change")
+    await page.locator("#alert-pct").fill("5")
+    await page.locator("#alert-window").fill("600")
+    await page.locator("#alert-frequency").select_option("recurring")
+    await page.locator("#alert-cooldown").fill("120")
+    await page.locator("#alert-expires").fill("2099-01-02T03:04")
+    await page.get_by_role("button", name="Create alert").click()
+    await expect(rows).to_have_count(3)
+    listed = await (await gateway.client.get("/api/v1/alerts", headers=headers)).json()
+    pct = next(a for a in listed["items"] if a["condition"] == "pct_change")
+    assert (pct["pct"], pct["window_seconds"], pct["frequency"], pct["cooldown_seconds"]) == (
+        "5",
+        600,
+        "recurring",
+        120,
+    )
+    assert pct["expires_at"].startswith("2099-01-02T03:04:00")
+    await expect(page.locator(f'#alerts tr[data-alert-id="{pct["id"]}"] td.cond')).to_contain_text(
+        "moves 5 %"
+    )
+
+    # An error from the API is shown as the problem's detail: a webhook on a private address.
+    await page.locator("#alert-condition").select_option("above")
+    await page.locator("#alert-target").fill("150")
+    await page.locator("#alert-ch-webhook").check()
+    await page.locator("#alert-webhook").fill("http://127.0.0.1:9/hook")
+    tab.expected.append("status of 422")
+    body = {
+        "symbol": symbol,
+        "condition": "above",
+        "target_price": "150",
+        "channels": ["email", "webhook"],
+        "webhook_url": "http://127.0.0.1:9/hook",
+    }
+    detail_text = await problem_detail(gateway, "POST", "/alerts", body, headers)
+    await page.get_by_role("button", name="Create alert").click()
+    await expect(page.locator("#alert-error")).to_contain_text(detail_text)
+    await expect(rows).to_have_count(3)
+    await tab.shot("6-api-error")
+
+    # Delete.
+    await chart_alert.get_by_role("button", name="Delete").click()
+    await expect(rows).to_have_count(2)
+
+
+async def test_buy_at_market_see_the_pnl_move_and_a_limit_order_rest(
+    gateway: Gateway, tab: Tab
+) -> None:
+    page, symbol = tab.page, gateway.symbol
+    await open_dashboard(page, gateway)
+    headers = await register(page)
+    await open_market(page, gateway, "100")
+    panel = page.locator("#portfolio-panel")
+    await expect(panel).to_be_visible()
+    start = await (await gateway.client.get("/api/v1/portfolio", headers=headers)).json()
+    await expect(page.locator("#pf-cash")).to_have_text(start["cash"])
+    await expect(page.locator("#holdings-empty")).to_be_visible()
+
+    # Fund.
+    await page.locator("#cash-amount").fill("500")
+    await page.get_by_role("button", name="Deposit").click()
+    funded = Decimal(start["cash"]) + 500
+    await shows_amount(page.locator("#pf-cash"), funded)
+    await tab.shot("1-funded")
+
+    # Buy at market: the holding at the tick's price.
+    await page.locator("#order-symbol").select_option(symbol)
+    await page.locator("#order-side").select_option("buy")
+    await page.locator("#order-type").select_option("market")
+    await page.locator("#order-quantity").fill("2")
+    await gateway.tick(symbol, "100")
+    await page.get_by_role("button", name="Place order").click()
+    await expect(page.locator("#order-result")).to_have_attribute("data-status", "filled")
+    holding = page.locator(f'#holdings tr[data-symbol="{symbol}"]')
+    await expect(holding.locator("td.qty")).to_have_text("2")
+    await expect(page.locator(f'#trades tbody tr:has(td.sym:text-is("{symbol}"))')).to_have_count(1)
+    await tab.shot("2-bought")
+
+    # A tick moves its price and P&L, from the portfolio channel.
+    await gateway.tick(symbol, "110")
+    await expect(holding.locator("td.price")).to_have_text("110")
+    view = await (await gateway.client.get("/api/v1/portfolio", headers=headers)).json()
+    (held,) = [h for h in view["holdings"] if h["symbol"] == symbol]
+    assert Decimal(held["unrealized_pnl"]) > 0
+    await shows_amount(holding.locator("td.pnl"), Decimal(held["unrealized_pnl"]))
+    await expect(holding.locator("td.pnl")).to_have_class("num pnl up")
+    await expect(page.locator("#value-chart")).not_to_have_attribute("data-points", "0")
+    await expect(page.locator("#performance")).to_have_attribute("data-range", "30d")
+    await tab.shot("3-pnl-moved")
+
+    # A limit order far below rests; cancelled, it is gone.
+    await page.locator("#order-type").select_option("limit")
+    await page.locator("#order-limit").fill("50")
+    await page.locator("#order-quantity").fill("1")
+    await page.get_by_role("button", name="Place order").click()
+    await expect(page.locator("#order-result")).to_have_attribute("data-status", "open")
+    resting = page.locator(f'#open-orders tbody tr:has(td.sym:text-is("{symbol}"))')
+    await expect(resting).to_have_count(1)
+    await expect(resting.locator("td.price")).to_have_text("50")
+    await tab.shot("4-resting")
+    await resting.get_by_role("button", name="Cancel").click()
+    await expect(resting).to_have_count(0)
+    await expect(page.locator("#open-orders-empty")).to_be_visible()
+    orders = await (
+        await gateway.client.get("/api/v1/portfolio/orders?status=cancelled", headers=headers)
+    ).json()
+    assert len(orders["items"]) == 1
+
+    # Selling more than held: the API's detail on the page, nothing booked.
+    tab.expected.append("status of 4")
+    body = {"symbol": symbol, "side": "sell", "quantity": "100", "type": "market"}
+    detail_text = await problem_detail(gateway, "POST", "/portfolio/orders", body, headers)
+    await page.locator("#order-type").select_option("market")
+    await page.locator("#order-side").select_option("sell")
+    await page.locator("#order-quantity").fill("100")
+    await page.get_by_role("button", name="Place order").click()
+    await expect(page.locator("#order-error")).to_contain_text(detail_text)
+    await expect(holding.locator("td.qty")).to_have_text("2")
+    await tab.shot("5-order-refused")
