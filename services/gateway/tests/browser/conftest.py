@@ -120,26 +120,32 @@ async def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         symbols=f"BTC-USDT,ETH-USDT,{symbol}",
         portfolio_url=f"http://127.0.0.1:{ports['portfolio']}",
         internal_api_secret=secret,
+        alerts_allow_private_webhooks=True,  # a webhook on loopback (no notifier runs here)
     )
     kafka = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings), host="127.0.0.1"))
     async with contextlib.AsyncExitStack() as services:
+
+        async def gateway_ready() -> None:
+            await client.start_server()
+            services.push_async_callback(client.close)
+
+            async def ready() -> bool:
+                return (await client.get("/ready")).status == 200
+
+            await wait_until(ready, what="the gateway ready")
+
+        # The gateway and both processes start at once (each process waits in its own thread).
         await asyncio.gather(
+            gateway_ready(),
             *(
                 services.enter_async_context(
                     service_running_off_loop(name, env, port, logs / f"{name}.log")
                 )
                 for name, port in ports.items()
-            )
+            ),
         )
         publisher = await services.enter_async_context(kafka_producer(kafka, linger_ms=0))
-        client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings), host="127.0.0.1"))
-        await client.start_server()
-        services.push_async_callback(client.close)
-
-        async def ready() -> bool:
-            return (await client.get("/ready")).status == 200
-
-        await wait_until(ready, what="the gateway ready")
         await publisher.publish(INSTRUMENTS, _rules(symbol), key=symbol)
         gateway = Gateway(str(client.make_url("")).rstrip("/"), client, publisher, symbol)
         await _until_the_portfolio_trades(gateway)

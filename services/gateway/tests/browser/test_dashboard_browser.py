@@ -221,6 +221,15 @@ async def test_usable_at_390_px(gateway: Gateway, narrow_tab: Tab) -> None:
     assert right <= 390, right
     await page.locator("#alerts-panel").scroll_into_view_if_needed()
     await narrow_tab.shot("2-390px-signed-in")
+    await expect(page.locator("#portfolio-panel")).to_be_visible()
+    right = await page.evaluate(
+        """() => Math.max(...[...document.querySelectorAll(
+             "#portfolio-panel table, #portfolio-panel form, #value-chart, #alert-form *")]
+             .map((e) => e.getBoundingClientRect().right))"""
+    )
+    assert right <= 390, right
+    await page.locator("#portfolio-panel").scroll_into_view_if_needed()
+    await narrow_tab.shot("3-390px-portfolio")
 
 
 async def test_static_files_and_unknown_paths(gateway: Gateway) -> None:
@@ -404,28 +413,42 @@ async def test_alerts_from_the_form_and_the_chart_fire_pause_and_edit(
         "moves 5 %"
     )
 
-    # An error from the API is shown as the problem's detail: a webhook on a private address.
+    # A webhook: its signing secret shown once, on creation.
     await page.locator("#alert-condition").select_option("above")
     await page.locator("#alert-target").fill("150")
+    await page.locator("#alert-frequency").select_option("once")
     await page.locator("#alert-ch-webhook").check()
     await page.locator("#alert-webhook").fill("http://127.0.0.1:9/hook")
+    await page.get_by_role("button", name="Create alert").click()
+    await expect(rows).to_have_count(4)
+    secret = page.locator("#webhook-secret-value")
+    await expect(page.locator("#webhook-secret")).to_be_visible()
+    assert len(await secret.text_content() or "") >= 16
+    await tab.shot("6-webhook-secret")
+    await page.get_by_role("button", name="Done").click()
+    await expect(page.locator("#webhook-secret")).to_be_hidden()
+    await expect(secret).to_have_text("")
+
+    # An error from the API is shown as the problem's detail: an expiry already past.
+    await page.locator("#alert-ch-webhook").uncheck()
+    await page.locator("#alert-expires").fill("2001-01-01T00:00")
     tab.expected.append("status of 422")
     body = {
         "symbol": symbol,
         "condition": "above",
         "target_price": "150",
-        "channels": ["email", "webhook"],
-        "webhook_url": "http://127.0.0.1:9/hook",
+        "expires_at": "2001-01-01T00:00:00.000Z",
     }
     detail_text = await problem_detail(gateway, "POST", "/alerts", body, headers)
+    assert "expires_at" in detail_text
     await page.get_by_role("button", name="Create alert").click()
     await expect(page.locator("#alert-error")).to_contain_text(detail_text)
-    await expect(rows).to_have_count(3)
-    await tab.shot("6-api-error")
+    await expect(rows).to_have_count(4)
+    await tab.shot("7-api-error")
 
     # Delete.
     await chart_alert.get_by_role("button", name="Delete").click()
-    await expect(rows).to_have_count(2)
+    await expect(rows).to_have_count(3)
 
 
 async def test_buy_at_market_see_the_pnl_move_and_a_limit_order_rest(
