@@ -2,8 +2,9 @@
 
 The page is package data (``static/dashboard.html``), read once when the app is built, like
 every other file in ``static/`` (the vendored chart library, its licence, the icon). It talks
-only to this origin: ``/api/v1`` for the first paint, the account and the alerts, and ``/ws``
-for live prices, candles and alert triggers. Its Content-Security-Policy allows nothing from
+only to this origin: ``/api/v1`` for the first paint, the account, the alerts and the
+portfolio (proxied by the gateway to the portfolio service), and ``/ws`` for live prices,
+candles, alert triggers and the portfolio's valuations. Its Content-Security-Policy allows nothing from
 any other origin: scripts only from this origin (``/static/…``) or the page's one inline
 ``<script>`` by its SHA-256 hash, the one inline ``<style>`` by its hash (so no other inline
 script, handler or style could run), fetches and the WebSocket to ``'self'`` only, and the page
