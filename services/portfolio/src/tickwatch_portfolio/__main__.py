@@ -20,7 +20,7 @@ from tickwatch_common.checks import kafka_check, postgres_check
 from tickwatch_common.events import Tick
 from tickwatch_common.kafka import kafka_consumer, kafka_producer
 from tickwatch_common.logging import configure_logging
-from tickwatch_common.postgres import migrate
+from tickwatch_common.postgres import migrate, postgres_pool, reset_if_in_transaction
 from tickwatch_common.runtime import run
 from tickwatch_common.settings import load_settings
 from tickwatch_common.topics import PORTFOLIO_VALUATIONS
@@ -39,32 +39,6 @@ SCHEMA = "portfolio"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 log = structlog.get_logger(SERVICE)
-
-
-async def _reset_if_needed(conn: asyncpg.Connection) -> None:
-    """asyncpg's reset on release (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlocks: a round
-    trip per operation) only where a connection comes back mid-transaction: this service sets
-    no session state, listens to nothing, keeps no cursor and takes no advisory lock."""
-    if conn.is_in_transaction():
-        await conn.reset()
-
-
-@asynccontextmanager
-async def ledger_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """tickwatch_common.postgres.postgres_pool's pool, without the reset round trip."""
-    pool = await asyncpg.create_pool(
-        settings.database_url,
-        min_size=settings.database_pool_min,
-        max_size=settings.database_pool_max,
-        command_timeout=settings.database_command_timeout_s,
-        timeout=10,
-        server_settings={"search_path": f"{SCHEMA},public", "timezone": "UTC"},
-        reset=_reset_if_needed,
-    )
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @dataclass(frozen=True)
@@ -86,7 +60,9 @@ async def running_portfolio(settings: Settings) -> AsyncIterator[Portfolio]:
     applied = await migrate(settings.database_url, SCHEMA, MIGRATIONS)
     max_price_age_ms = int(settings.portfolio_max_price_age_s * 1000)
     async with AsyncExitStack() as stack:
-        pool = await stack.enter_async_context(ledger_pool(settings))
+        pool = await stack.enter_async_context(
+            postgres_pool(settings, SCHEMA, reset=reset_if_in_transaction)
+        )
         publisher = await stack.enter_async_context(
             kafka_producer(settings, topics=[PORTFOLIO_VALUATIONS])
         )
