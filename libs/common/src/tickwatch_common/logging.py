@@ -1,4 +1,9 @@
-"""structlog JSON logs carrying the service name and, where there is one, a correlation id."""
+"""structlog JSON logs carrying the service name and, where there is one, a correlation id.
+
+The service name is added by a processor, not bound in a ContextVar: a ContextVar bound inside
+``main()`` is not seen by code outside that task (the runtime's signal handler and its last
+``stopped`` line), nor by stdlib records from threads, so those lines went out without it.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +26,23 @@ def add_request_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
+def service_adder(service: str) -> structlog.types.Processor:
+    """A processor giving every line this service's name (a name bound on a line wins)."""
+
+    def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return add_service
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        service_adder(service),
         add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -43,7 +59,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(service=service)
     # Libraries that log through the standard library (aiokafka, aiohttp) go out as JSON too.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
