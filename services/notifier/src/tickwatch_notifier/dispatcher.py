@@ -14,6 +14,10 @@ timer picks it up then. Every outcome goes to notifications.status.v1 (a failure
 notifications.dlq.v1) *after* the log records it; the ``published`` column plus the sweep make
 that at-least-once even across a crash between the two. The sweep also finds due retries and
 expired leases left by a crashed replica.
+
+Every attempt's outcome is one log line once recorded (``delivery_sent``, ``delivery_retrying``,
+``delivery_failed``, :func:`log_outcome`): the alert, trigger and channel, the attempt, how long
+the send took and where it went, as far as a log may say (:func:`recipient_of`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
@@ -67,6 +73,48 @@ def retry_delay(attempts: int, base_s: float, cap_s: float) -> float:
 
 def channel_of(trigger: Trigger, name: str) -> TriggerChannel | None:
     return next((c for c in trigger.channels if c.type == name), None)
+
+
+def recipient_of(channel: TriggerChannel | None) -> str | None:
+    """Where a delivery goes, as far as a log line may say: an e-mail's domain (not the mailbox)
+    and a webhook's host (not its path, query or user info, where secrets travel)."""
+    if channel is None:
+        return None
+    if channel.to:
+        return channel.to.rpartition("@")[2].lower() or None
+    try:
+        return urlsplit(channel.url or "").hostname
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of one delivery, as its log line tells it."""
+
+    trigger: Trigger
+    name: str
+    channel: TriggerChannel | None
+    number: int
+    send_s: float
+
+
+def log_outcome(attempt: Attempt, outcome: Outcome, status: str, delay: float) -> None:
+    fields = dict(
+        alert_id=attempt.trigger.alert_id,
+        event_id=attempt.trigger.event_id,
+        channel=attempt.name,
+        outcome=status,
+        attempt=attempt.number,
+        duration_ms=round(attempt.send_s * 1000, 2),
+        recipient=recipient_of(attempt.channel),
+    )
+    if status == "sent":
+        log.info("delivery_sent", **fields)
+    elif status == "retrying":
+        log.info("delivery_retrying", retry_in_s=round(delay, 3), detail=outcome.detail, **fields)
+    else:
+        log.warning("delivery_failed", detail=outcome.detail, **fields)
 
 
 def without_secrets(trigger: Trigger) -> Trigger:
@@ -155,14 +203,17 @@ class Dispatcher:
                     return  # already sent, failed, in someone else's hands, or not yet due
                 trigger, attempts = claim.trigger, claim.attempts
                 channel = channel_of(trigger, name)
+                started = time.perf_counter()
                 if channel is None:
                     outcome = Outcome("permanent", f"trigger has no {name} channel")
                 else:
                     with SEND_SECONDS.labels(name).time():
                         outcome = await sender.send(trigger, channel)
+                attempt = Attempt(trigger, name, channel, attempts, time.perf_counter() - started)
                 # Recorded before the slots are let go, so the deliveries claimed and without
                 # an outcome (all that a crash can send twice) never exceed max_concurrent.
                 status, delay = await self._settle(trigger, name, attempts, outcome)
+                log_outcome(attempt, outcome, status, delay)
             await self._announce(trigger, name, attempts, outcome.detail, status, delay)
         except asyncio.CancelledError:
             raise
@@ -175,9 +226,6 @@ class Dispatcher:
     ) -> tuple[str, float]:
         """Record the outcome in the delivery log (one statement); answer its status and, for
         ``retrying``, the delay before the next attempt."""
-        key = dict(
-            event_id=trigger.event_id, channel=name, attempts=attempts, detail=outcome.detail
-        )
         delay = 0.0
         if outcome.result == "sent":
             await self._durably(
@@ -190,13 +238,11 @@ class Dispatcher:
                 lambda: self.log.retry_later(trigger.event_id, name, delay, outcome.detail)
             )
             status = "retrying"
-            log.info("delivery_retrying", retry_in_s=round(delay, 3), **key)
         else:
             await self._durably(
                 lambda: self.log.finish(trigger.event_id, name, "failed", outcome.detail)
             )
             status = "failed"
-            log.warning("delivery_failed", **key)
         DELIVERIES.labels(name, status).inc()
         return status, delay
 
