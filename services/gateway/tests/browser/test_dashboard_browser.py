@@ -1,6 +1,7 @@
 """The dashboard in a real browser against a real gateway: live prices, the chart, deep links,
-alerts. Each test waits for the page's state (Playwright's expect, wait_for_function), never a
-fixed time; each step leaves a screenshot in the artefacts folder."""
+alerts, the portfolio (its trades as CSV), API keys and logging out. Each test waits for the
+page's state (Playwright's expect, wait_for_function), never a fixed time; each step leaves a
+screenshot in the artefacts folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Locator, Page, expect
@@ -224,7 +226,8 @@ async def test_usable_at_390_px(gateway: Gateway, narrow_tab: Tab) -> None:
     await expect(page.locator("#portfolio-panel")).to_be_visible()
     right = await page.evaluate(
         """() => Math.max(...[...document.querySelectorAll(
-             "#portfolio-panel table, #portfolio-panel form, #value-chart, #alert-form *")]
+             "#portfolio-panel table, #portfolio-panel form, #value-chart, #alert-form *, " +
+             "#api-keys-panel form, #api-keys")]
              .map((e) => e.getBoundingClientRect().right))"""
     )
     assert right <= 390, right
@@ -484,6 +487,19 @@ async def test_buy_at_market_see_the_pnl_move_and_a_limit_order_rest(
     await expect(page.locator(f'#trades tbody tr:has(td.sym:text-is("{symbol}"))')).to_have_count(1)
     await tab.shot("2-bought")
 
+    # The trades as the API's CSV, saved from the page (a Blob fetched with the bearer token).
+    async with page.expect_download() as saving:
+        await page.get_by_role("button", name="Download CSV").click()
+    download = await saving.value
+    assert download.suggested_filename.startswith("tickwatch-trades-")
+    saved = Path(await download.path()).read_bytes().decode()  # CRLF as sent
+    served = await gateway.client.get(
+        "/api/v1/portfolio/trades?per_page=200", headers={**headers, "Accept": "text/csv"}
+    )
+    assert served.content_type == "text/csv"
+    assert saved == await served.text()
+    assert len(saved.splitlines()) == 2, saved  # the header and the one fill
+
     # A tick moves its price and P&L, from the portfolio channel.
     await gateway.tick(symbol, "110")
     await expect(holding.locator("td.price")).to_have_text("110")
@@ -525,3 +541,88 @@ async def test_buy_at_market_see_the_pnl_move_and_a_limit_order_rest(
     await expect(page.locator("#order-error")).to_contain_text(detail_text)
     await expect(holding.locator("td.qty")).to_have_text("2")
     await tab.shot("5-order-refused")
+
+
+# ---------------------------------------------------------------- API keys and logging out
+
+
+async def test_an_api_key_from_the_page_reads_not_writes_until_revoked_then_log_out(
+    gateway: Gateway, tab: Tab
+) -> None:
+    page, client = tab.page, gateway.client
+    await open_dashboard(page, gateway)
+    headers = await register(page)
+    panel = page.locator("#api-keys-panel")
+    await expect(panel).to_be_visible()
+    await expect(page.locator("#api-keys-empty")).to_be_visible()
+
+    # No scope at all: the API's detail on the page, no key made.
+    tab.expected.append("status of 422")
+    body = {"name": "nothing", "scopes": []}
+    detail_text = await problem_detail(gateway, "POST", "/api-keys", body, headers)
+    await page.locator("#key-name").fill("nothing")
+    await page.get_by_label("read", exact=True).uncheck()
+    await page.get_by_role("button", name="Create key").click()
+    await expect(page.locator("#key-error")).to_contain_text(detail_text)
+    await expect(page.locator("#new-key")).to_be_hidden()
+    await tab.shot("1-no-scope-refused")
+
+    # A read-only key: shown once, listed with its scope.
+    await page.get_by_label("read", exact=True).check()
+    await page.locator("#key-name").fill("reporting script")
+    await page.get_by_role("button", name="Create key").click()
+    shown = page.locator("#new-key-value")
+    await expect(page.locator("#new-key")).to_be_visible()
+    await expect(page.locator("#key-error")).to_have_text("")
+    key = await shown.text_content() or ""
+    assert key.startswith("tw_"), key
+    row = page.locator("#api-keys tbody tr")
+    await expect(row).to_have_count(1)
+    await expect(row.locator("td.name")).to_contain_text("reporting script")
+    await expect(row.locator("td.scopes")).to_have_text("read")
+    await expect(row.locator("td.used")).to_have_text("never")
+    fits = await page.evaluate(
+        """() => document.querySelector("#api-keys button.revoke").getBoundingClientRect().right
+             <= document.getElementById("api-keys-panel").getBoundingClientRect().right"""
+    )
+    assert fits, "the Revoke button is cut off"
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gateway.url)
+    await page.get_by_role("button", name="Copy").click()
+    await expect(page.locator("#new-key-copied")).to_have_text("Copied.")
+    assert await page.evaluate("navigator.clipboard.readText()") == key
+    await tab.shot("2-key-shown")
+    await page.locator("#new-key-dismiss").click()
+    await expect(page.locator("#new-key")).to_be_hidden()
+    await expect(shown).to_have_text("")
+
+    # The key reads, but may not write; the listing has no secret in it.
+    as_key = {"X-API-Key": key}
+    assert (await client.get("/api/v1/alerts", headers=as_key)).status == 200
+    alert = {"symbol": "BTC-USDT", "condition": "above", "target_price": "90000"}
+    refused = await client.post("/api/v1/alerts", json=alert, headers=as_key)
+    assert refused.status == 403, await refused.text()
+    assert key not in await page.content()
+
+    # Revoked from the page (a second click confirms): the same key is refused.
+    revoke = row.locator("button.revoke")
+    await revoke.click()
+    await expect(revoke).to_have_text("Confirm revoke")
+    await revoke.click()
+    await expect(row).to_have_count(0)
+    await expect(page.locator("#api-keys-empty")).to_be_visible()
+    await tab.shot("3-revoked")
+    assert (await client.get("/api/v1/alerts", headers=as_key)).status == 401
+
+    # Log out: the signed-out view, the session gone and its token refused.
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.locator("#auth-form")).to_be_visible()
+    for hidden in ("#signed-in", "#api-keys-panel", "#alerts-panel", "#portfolio-panel"):
+        await expect(page.locator(hidden)).to_be_hidden()
+    await expect(page.locator("#api-keys tbody tr")).to_have_count(0)
+    assert await page.evaluate("sessionStorage.getItem('tw.access')") is None
+
+    async def token_refused() -> bool:
+        return (await client.get("/api/v1/auth/me", headers=headers)).status == 401
+
+    await wait_until(token_refused, 5, "the logged-out token refused", interval_s=0.05)
+    await tab.shot("4-logged-out")
