@@ -319,3 +319,30 @@ def test_dev_runs_the_servers_of_docker_compose_and_prod_none() -> None:
     prod = one("overlays/prod", "ConfigMap", CONFIG)["data"]
     assert prod["MARKET_FALLBACK"] == "none"
     assert "example.internal" in prod["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_addresses_in_the_config_are_services_of_the_cluster_or_external(overlay: str) -> None:
+    """A default such as PORTFOLIO_URL=http://127.0.0.1:8084 is wrong in a pod: each address
+    names a Service of the overlay on its port (dev's servers too; prod's are external)."""
+    target = f"overlays/{overlay}"
+    config = one(target, "ConfigMap", CONFIG)["data"]
+    ports = {
+        (o["metadata"]["name"], p["port"])
+        for o in objects(target, "Service")
+        for p in o["spec"]["ports"]
+    }
+    assert config["PORTFOLIO_URL"] == "http://portfolio:8084"
+    addresses = [("portfolio", 8084)]
+    servers = [
+        *(tuple(a.rsplit(":", 1)) for a in config["KAFKA_BOOTSTRAP_SERVERS"].split(",")),
+        (config["DATABASE_HOST"], config["DATABASE_PORT"]),
+        (config["REDIS_HOST"], config["REDIS_PORT"]),
+        (config["SMTP_HOST"], config["SMTP_PORT"]),
+    ]
+    for host, port in servers:
+        if overlay == "dev":
+            addresses.append((host, int(port)))
+        else:
+            assert host.endswith(".example.internal"), f"prod runs no {host} of its own"
+    assert set(addresses) <= ports, set(addresses) - ports
