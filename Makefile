@@ -11,6 +11,8 @@ PY := $(CURDIR)/.venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 CHAOS_ARGS ?=
+# The Kubernetes manifests' builder (the same version in tests/unit/test_k8s_manifests.py).
+KUSTOMIZE_VERSION ?= v5.7.1
 # The dashboard's chart library, vendored (committed) into the gateway's static files.
 CHARTS_VERSION ?= 5.2.1
 DASHBOARD_STATIC := services/gateway/src/tickwatch_gateway/dashboard/static
@@ -26,7 +28,7 @@ help: ## list the targets
 	grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
 	  | awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}'
 
-install: ## install uv if missing, every package from uv.lock into .venv, Debian's chromium if missing
+install: ## install uv if missing, every package from uv.lock into .venv, chromium and kustomize if missing
 	@if [ ! -x "$(UV)" ]; then
 	  echo "uv not found: installing it into .tools/uv with pip"
 	  python3 -m pip install --quiet --disable-pip-version-check --target .tools/uv 'uv>=0.9'
@@ -37,6 +39,11 @@ install: ## install uv if missing, every package from uv.lock into .venv, Debian
 	  echo "chromium not found: installing Debian's package with apt-get"
 	  as_root=$$([ "$$(id -u)" = 0 ] || echo sudo)
 	  $$as_root apt-get update -qq && $$as_root apt-get install -y --no-install-recommends chromium
+	fi
+	# kustomize (tests/unit/test_k8s_manifests.py builds every overlay), from the Go module proxy.
+	if [ ! -x .tools/kustomize-$(KUSTOMIZE_VERSION)/kustomize ]; then
+	  echo "kustomize $(KUSTOMIZE_VERSION) not found: go install into .tools/ (about a minute, once)"
+	  GOBIN=$(CURDIR)/.tools/kustomize-$(KUSTOMIZE_VERSION) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	fi
 
 run: install ## the whole system here: servers under .data/, topics, migrations, five services, URLs
