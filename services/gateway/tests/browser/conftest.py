@@ -1,9 +1,11 @@
 """One real gateway per module (real Kafka, PostgreSQL, Redis) and Debian's Chromium driving it.
 
-Beside the gateway run a real portfolio service and a real alert engine (processes, their logs
-in the module's temporary folder), so orders fill and alerts fire from the ticks a test
-publishes; the flows that need them use the module's own market (``Gateway.symbol``, with
-instrument rules), out of the way of what other tests publish on the shared broker.
+Beside the gateway run a real portfolio service, a real alert engine and a real notifier
+(processes, their logs in the module's temporary folder), so orders fill, alerts fire from the
+ticks a test publishes and their e-mails reach the session's mail catcher (``Gateway.mails_to``),
+linking to this gateway; the flows that need them use the module's own market
+(``Gateway.symbol``, with instrument rules), out of the way of what other tests publish on the
+shared broker.
 
 Playwright's own browser download cannot work here, so it drives ``/usr/bin/chromium``
 (``make install`` installs it when missing) with the flags a closed network needs. Each test gets
@@ -15,12 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
+import json
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +69,23 @@ class Gateway:
     publisher: Publisher
     symbol: str
     """The module's own market: instrument rules published, the portfolio trades it."""
+    mail_dir: Path
+    """Where the session's mail catcher saves each message (``.eml``, ``.eml.json`` sidecar)."""
+
+    def mails_to(self, address: str) -> list[EmailMessage]:
+        """The messages caught so far for ``address``, oldest first."""
+        found = []
+        for sidecar in sorted(self.mail_dir.glob("*.eml.json")):
+            try:
+                recipients = json.loads(sidecar.read_text())["rcpt_tos"]
+            except json.JSONDecodeError:  # the catcher is writing it (the .eml is complete)
+                continue
+            if address in recipients:
+                raw = (self.mail_dir / sidecar.name.removesuffix(".json")).read_bytes()
+                message = email.message_from_bytes(raw, policy=email.policy.default)
+                assert isinstance(message, EmailMessage)
+                found.append(message)
+        return found
 
     async def tick(self, symbol: str, price: str, ts_ms: int | None = None) -> None:
         ts_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
@@ -106,13 +129,19 @@ async def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     tag = uuid.uuid4().hex[:8]
     symbol = f"X{tag[:6].upper()}-USDT"  # its own: other tests share the broker
     secret = f"browser-internal-{tag}-0123456789abcdef"
-    ports = {"portfolio": free_port(), "alert-engine": free_port()}
+    assert stack.mail_dir is not None
+    ports = {"portfolio": free_port(), "alert-engine": free_port(), "notifier": free_port()}
+    gateway_port = free_port()
+    url = f"http://127.0.0.1:{gateway_port}"  # known before it starts: the e-mails link to it
     logs = Path(tmp_path_factory.mktemp("services"))
     env = {
-        **stack.env(),
+        **stack.env(),  # with the mail catcher's SMTP host and port
         "DATABASE_URL": database,
         "INTERNAL_API_SECRET": secret,
         "ALERT_ENGINE_GROUP": f"alert-engine-{tag}",
+        "NOTIFIER_GROUP": f"notifier-{tag}",
+        "NOTIFIER_OFFSET_RESET": "latest",  # not the triggers other tests left on the topic
+        "PUBLIC_BASE_URL": url,
     }
     settings = gateway_settings(
         stack,
@@ -120,10 +149,12 @@ async def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         symbols=f"BTC-USDT,ETH-USDT,{symbol}",
         portfolio_url=f"http://127.0.0.1:{ports['portfolio']}",
         internal_api_secret=secret,
-        alerts_allow_private_webhooks=True,  # a webhook on loopback (no notifier runs here)
+        alerts_allow_private_webhooks=True,  # a webhook on loopback (its alert never fires)
     )
     kafka = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings), host="127.0.0.1"))
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(build_app(settings), host="127.0.0.1", port=gateway_port)
+    )
     async with contextlib.AsyncExitStack() as services:
 
         async def gateway_ready() -> None:
@@ -135,7 +166,7 @@ async def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
 
             await wait_until(ready, what="the gateway ready")
 
-        # The gateway and both processes start at once (each process waits in its own thread).
+        # The gateway and the three processes start at once (each process waits in its own thread).
         await asyncio.gather(
             gateway_ready(),
             *(
@@ -147,7 +178,8 @@ async def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
         )
         publisher = await services.enter_async_context(kafka_producer(kafka, linger_ms=0))
         await publisher.publish(INSTRUMENTS, _rules(symbol), key=symbol)
-        gateway = Gateway(str(client.make_url("")).rstrip("/"), client, publisher, symbol)
+        gateway = Gateway(url, client, publisher, symbol, stack.mail_dir)
+        assert str(client.make_url("")).rstrip("/") == url
         await _until_the_portfolio_trades(gateway)
         yield gateway
 

@@ -5,19 +5,22 @@ screenshot in the artefacts folder."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Locator, Page, expect
+import pytest
+from playwright.async_api import Browser, Locator, Page, expect
 from tickwatch_devstack.testing import wait_until
 from tickwatch_gateway.runtime.clock import iso_from_ms
 
 from ..integration.conftest import signup
-from .conftest import Gateway, Tab
+from .conftest import Gateway, Tab, open_tab
 
 MINUTE_MS = 60_000
 
@@ -316,7 +319,7 @@ async def problem_detail(gateway: Gateway, method: str, path: str, body: Any, he
 
 
 async def test_alerts_from_the_form_and_the_chart_fire_pause_and_edit(
-    gateway: Gateway, tab: Tab
+    gateway: Gateway, tab: Tab, browser: Browser, request: pytest.FixtureRequest
 ) -> None:
     page, symbol = tab.page, gateway.symbol
     await open_dashboard(page, gateway)
@@ -452,6 +455,74 @@ async def test_alerts_from_the_form_and_the_chart_fire_pause_and_edit(
     # Delete.
     await chart_alert.get_by_role("button", name="Delete").click()
     await expect(rows).to_have_count(3)
+
+    # The trigger's e-mail (the notifier's, to the user): its link opens the alert in a fresh
+    # browser, after logging in, with that e-mail's delivery in its history.
+    me = await (await gateway.client.get("/api/v1/auth/me", headers=headers)).json()
+    mail = await the_alerts_email(gateway, me["email"], form_id or "")
+    (event,) = await events_once_sent(gateway, form_id or "", headers)
+    assert mail["X-Tickwatch-Event-Id"] == event["event_id"]
+    link = f"{gateway.url}/alerts/{form_id}"
+    text = mail.get_body(preferencelist=("plain",))
+    html = mail.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    assert re.findall(r"See the alert: (\S+)", text.get_content()) == [link]
+    assert re.findall(r'<a href="([^"]+)">See the alert</a>', html.get_content()) == [link]
+    async for fresh in open_tab(browser, request):
+        await open_the_emails_link(fresh, html.get_content(), link, me["email"])
+        detail = fresh.page.locator("#alert-detail")
+        await expect(detail).to_have_attribute("data-alert-id", form_id or "")
+        await expect(detail.locator('dd[data-field="note"]')).to_have_text("breakout")
+        await expect(detail.locator('dd[data-field="status"]')).to_have_text("triggered")
+        delivery = fresh.page.locator(f'#alert-events li[data-event-id="{event["event_id"]}"]')
+        await expect(delivery).to_contain_text("email sent")
+        await expect(delivery.locator(".price")).to_have_text(event["price"])
+        await fresh.shot("10-emailed-alert-shown")
+
+
+async def the_alerts_email(gateway: Gateway, address: str, alert_id: str) -> EmailMessage:
+    """The one e-mail to ``address`` about ``alert_id``, once the mail catcher holds it."""
+
+    def about_it() -> list[EmailMessage]:
+        return [m for m in gateway.mails_to(address) if m["X-Tickwatch-Alert-Id"] == alert_id]
+
+    await wait_until(about_it, 15, f"the e-mail of alert {alert_id}", interval_s=0.05)
+    (mail,) = about_it()
+    return mail
+
+
+async def events_once_sent(
+    gateway: Gateway, alert_id: str, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The alert's history once every delivery is recorded as sent (the page reads it once)."""
+    events: list[dict[str, Any]] = []
+
+    async def sent() -> bool:
+        resp = await gateway.client.get(f"/api/v1/alerts/{alert_id}/events", headers=headers)
+        events[:] = (await resp.json())["items"]
+        deliveries = [d for e in events for d in e["deliveries"]]
+        return bool(deliveries) and all(d["status"] == "sent" for d in deliveries)
+
+    await wait_until(sent, 15, f"alert {alert_id}'s deliveries recorded as sent", interval_s=0.05)
+    return events
+
+
+async def open_the_emails_link(tab: Tab, html: str, link: str, address: str) -> None:
+    """The e-mail's HTML shown in the browser, its link clicked: asked to log in, logged in."""
+    page = tab.page
+    await page.set_content(html)
+    await tab.shot("8-the-email")
+    await page.get_by_role("link", name="See the alert").click()
+    await page.wait_for_url(link)
+    await expect(page.locator("body")).to_have_attribute("data-ws", "subscribed")
+    await expect(page.locator("#deep-note")).to_contain_text("Log in to see alert")
+    await expect(page.locator("#auth-email")).to_be_focused()
+    assert await page.evaluate("sessionStorage.getItem('tw.access')") is None
+    await tab.shot("9-email-link-asks-to-log-in")
+    await page.locator("#auth-email").fill(address)
+    await page.locator("#auth-password").fill("s3cret-pass")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#alert-detail")).to_be_visible()
 
 
 async def test_buy_at_market_see_the_pnl_move_and_a_limit_order_rest(
