@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,8 @@ from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import CANDLES
 from tickwatch_devstack.infra import Stack
+
+from .conftest import MakeClient
 
 Client = TestClient[Any, Any]
 T0 = 1_700_000_400_000  # on a 5-minute boundary
@@ -100,8 +103,13 @@ async def test_candles_are_stored_rolled_up_and_cache_invalidated(
     assert body["items"][-1]["close"] == "110"
 
 
-async def test_indicators_over_stored_candles_match_talib(stack: Stack, client: Client) -> None:
-    symbol = "ETH-USDT"
+async def test_indicators_over_stored_candles_match_talib(
+    stack: Stack, make_client: MakeClient
+) -> None:
+    # Its own symbol: the candle topic is shared by the whole session (the browser tests
+    # publish recent ETH-USDT candles, and the indicators are over the latest ones).
+    symbol = f"T{uuid.uuid4().hex[:6].upper()}-USDT"
+    client = await make_client(symbols=f"BTC-USDT,ETH-USDT,{symbol}")
     closes = [str(2000 + (i * 37) % 23 - i / 4) for i in range(60)]
     await publish(stack, [candle(symbol, i, c) for i, c in enumerate(closes)])
     path = (
