@@ -1,5 +1,6 @@
 """The edge logs one line per request: method, route template, status, duration, request id and
-principal, and nothing a caller sent as a secret (tokens, API keys, passwords, query strings)."""
+principal, and nothing a caller sent as a secret (tokens, API keys, passwords, query strings);
+it counts and times each request by method, route template and status."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 from tickwatch_common.logging import configure_logging
 from tickwatch_gateway.accounts.admission import PRINCIPAL, Principal
 from tickwatch_gateway.http import middleware
@@ -143,3 +145,32 @@ async def test_an_unrouted_path_logs_no_route_and_a_probe_logs_at_debug(
         ("/health", 200, "debug"),
     ]
     assert QUERY_SECRET not in logs.text()
+
+
+REQUESTS = "tickwatch_gateway_http_requests_total"
+
+
+def _counts() -> tuple[float, ...]:
+    """Requests counted for the alert route (200), unmatched (404 by GET and by an odd method)
+    and the alert route's timed requests."""
+    route = "/api/v1/alerts/{id}"
+    return tuple(
+        REGISTRY.get_sample_value(name, labels) or 0.0
+        for name, labels in (
+            (REQUESTS, {"method": "GET", "route": route, "status": "200"}),
+            (REQUESTS, {"method": "GET", "route": "unmatched", "status": "404"}),
+            (REQUESTS, {"method": "other", "route": "unmatched", "status": "404"}),
+            ("tickwatch_gateway_http_request_seconds_count", {"method": "GET", "route": route}),
+        )
+    )
+
+
+async def test_each_request_is_counted_and_timed_by_method_route_template_and_status(
+    client: TestClient[Any, Any],
+) -> None:
+    before = _counts()
+    assert (await client.get("/api/v1/alerts/a-1")).status == 200
+    assert (await client.get("/api/v1/alerts/a-2")).status == 200
+    assert (await client.get(f"/nowhere/{QUERY_SECRET}")).status == 404
+    assert (await client.request("PROPFIND", "/nowhere")).status == 404
+    assert [after - b for after, b in zip(_counts(), before, strict=True)] == [2, 1, 1, 2]

@@ -10,7 +10,9 @@ Every request ends in one ``request`` line (:func:`log_request`): method, the ma
 template (never the raw path or its query, where ids and secrets travel), status, duration, the
 request id and who was admitted. Nothing of a header or a body is logged, so a token, a password
 or an API key cannot reach the logs through it. The ops probes log at debug: they come every few
-seconds and say nothing an operator reads.
+seconds and say nothing an operator reads. The same place counts the request and its duration
+(``tickwatch_gateway_http_requests_total``, ``tickwatch_gateway_http_request_seconds``) by
+method, route template and status, so the labels stay as few as the routes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Protocol, runtime_checkable
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import Counter, Histogram
 from tickwatch_common.logging import CURRENT_REQUEST_ID
 
 from tickwatch_gateway.http.problems import Handler, ProblemError, problem_for
@@ -45,6 +48,22 @@ _SEQUENCE = itertools.count(1)
 
 _LOG = structlog.get_logger("tickwatch_gateway.http")
 _PROBES = frozenset({"/health", "/ready", "/metrics"})
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods a metric names; any other (a client may send any token) is ``other``."""
+
+HTTP_REQUESTS = Counter(
+    "tickwatch_gateway_http_requests_total",
+    "Requests answered, by method, route template (unmatched when none) and status (none when"
+    " the client went away first)",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "tickwatch_gateway_http_request_seconds",
+    "Time from a request reaching the edge to its answer, by method and route template",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
 
 
 @runtime_checkable
@@ -72,16 +91,21 @@ def route_of(request: web.Request) -> str | None:
 
 
 def log_request(request: web.Request, rid: str, status: int | None, started: float) -> None:
-    """The request's one line; ``status`` None when no answer was sent (the client went away,
-    or the server stopped, before the handler answered)."""
+    """The request's one line and its metrics; ``status`` None when no answer was sent (the
+    client went away, or the server stopped, before the handler answered)."""
     route = route_of(request)
+    elapsed = time.perf_counter() - started
+    method = request.method if request.method in _METHODS else "other"
+    template = route if route is not None else "unmatched"
+    HTTP_REQUESTS.labels(method, template, str(status) if status else "none").inc()
+    HTTP_REQUEST_SECONDS.labels(method, template).observe(elapsed)
     log = _LOG.debug if route in _PROBES else _LOG.info
     log(
         "request",
         method=request.method,
         route=route,
         status=status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        duration_ms=round(elapsed * 1000, 2),
         request_id=rid,
         principal_id=principal_id(request),
     )
