@@ -9,6 +9,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 from tickwatch_common.internal_auth import sign
 
 from .conftest import Gateway, Market
@@ -16,6 +17,19 @@ from .conftest import Gateway, Market
 pytestmark = pytest.mark.integration
 
 PROBLEM = "application/problem+json"
+
+
+def _market_counts() -> tuple[float, ...]:
+    """Market orders accepted and refused, and market fills, counted so far (the service runs in
+    this process, so its metrics are this registry's)."""
+    return tuple(
+        REGISTRY.get_sample_value(name, labels) or 0.0
+        for name, labels in (
+            ("portfolio_orders_total", {"type": "market", "outcome": "accepted"}),
+            ("portfolio_orders_total", {"type": "market", "outcome": "refused"}),
+            ("portfolio_fills_total", {"type": "market"}),
+        )
+    )
 
 
 async def test_a_call_without_or_with_a_forged_credential_is_refused(gateway: Gateway) -> None:
@@ -54,9 +68,11 @@ async def test_a_market_buy_fills_at_the_published_tick(gateway: Gateway, market
     await market.instrument(symbol)
     await market.tick(symbol, "50000.00")
     order = {"symbol": symbol, "side": "buy", "quantity": "0.01", "type": "market"}
+    before = _market_counts()
     reply = await gateway.call("POST", "/internal/orders", "buyer", order)
     assert reply.status == 201, reply.body
     assert reply.body["status"] == "filled"
+    assert [a - b for a, b in zip(_market_counts(), before, strict=True)] == [1, 0, 1]
     assert Decimal(reply.body["fill_price"]) == Decimal("50000")
     assert Decimal(reply.body["fee"]) == Decimal("0.5")
 
@@ -85,6 +101,7 @@ async def test_a_stale_or_missing_price_answers_409_with_its_age(
     symbol = market.new_symbol()
     await market.instrument(symbol)
     order = {"symbol": symbol, "side": "buy", "quantity": "0.01"}
+    before = _market_counts()
     none = await gateway.call("POST", "/internal/orders", "u-stale", order)
     assert (none.status, none.content_type) == (409, PROBLEM)
     assert none.body["price_age_s"] is None
@@ -94,6 +111,7 @@ async def test_a_stale_or_missing_price_answers_409_with_its_age(
     assert stale.status == 409
     assert Decimal(stale.body["price_age_s"]) >= 90
     assert "s old" in stale.body["detail"]
+    assert [a - b for a, b in zip(_market_counts(), before, strict=True)] == [0, 2, 0]
 
 
 async def test_a_client_price_and_rule_breaks_answer_422_naming_the_field(

@@ -1,7 +1,7 @@
 """Resting limit orders in :class:`Operations` with plain data and an in-memory store: a newly
 rested order meets the latest quote (a tick that came during its commit fills it, one from
 before it was placed does not), the book rebuilt at start queues nothing, and the fill task
-logs a failed fill and goes on to the next until its block ends."""
+logs (and counts) a failed fill and goes on to the next until its block ends."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 from tickwatch_devstack.testing import replay_tick, wait_until
 from tickwatch_portfolio.accounting.domain import Account, Fill
 from tickwatch_portfolio.ledger.operations import Operations, filling
@@ -86,6 +87,13 @@ def operations(store: FakeStore, book: PriceBook | None = None) -> Operations:
         max_price_age_ms=30_000,
         fee_rate=FEE,
     )
+
+
+def _fill_counts() -> tuple[float, float]:
+    """The limit fills and the failed fills counted so far (the metrics are process-wide)."""
+    fills = REGISTRY.get_sample_value("portfolio_fills_total", {"type": "limit"})
+    failures = REGISTRY.get_sample_value("portfolio_limit_fill_failures_total")
+    return fills or 0.0, failures or 0.0
 
 
 def queued(ops: Operations) -> list[str]:
@@ -165,6 +173,7 @@ async def test_a_failed_fill_is_logged_and_the_task_fills_the_next_until_its_blo
     store.fail_once.add(1)
     ops = operations(store)
     await ops.rebuild()
+    before = _fill_counts()
     with structlog.testing.capture_logs() as logs:
         async with filling(ops) as task:
             ops.on_ticks([replay_tick(SYMBOL, "90", PLACED_AT)])  # reaches all three
@@ -177,6 +186,7 @@ async def test_a_failed_fill_is_logged_and_the_task_fills_the_next_until_its_blo
     failed = [e for e in logs if e["event"] == "limit_fill_failed"]
     assert [(e["order_id"], e["log_level"]) for e in failed] == [("1", "error")]
     assert failed[0]["exc_info"] is True  # logged with its traceback
+    assert [a - b for a, b in zip(_fill_counts(), before, strict=True)] == [2, 1]
     assert store.accounts["u1"] == Account(
         cash=D(0),  # each fill paid from its own reservation
         reserved=reservation(D(1), D(95), FEE),  # order 1's, not released

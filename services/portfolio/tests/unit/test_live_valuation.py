@@ -7,6 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from types import MappingProxyType
 
+from prometheus_client import REGISTRY
 from tickwatch_common.events import Valuation
 from tickwatch_common.topics import PORTFOLIO_VALUATIONS, Topic
 from tickwatch_devstack.testing import replay_tick
@@ -68,6 +69,7 @@ async def test_own_change_at_once_ticks_conflated_latest_wins() -> None:
 async def test_own_changes_within_a_second_are_one_event_with_the_last() -> None:
     publisher, clock = FakePublisher(), Clock()
     live = LiveValuation(publisher, clock)
+    timed = _flushes_timed()
     live.on_committed("u", _account("900"))
     assert await live.flush() == 1
     for cash in ("800", "700", "600"):  # three orders within the user's second
@@ -77,6 +79,11 @@ async def test_own_changes_within_a_second_are_one_event_with_the_last() -> None
     clock.ms += 700
     assert await live.flush() == 1
     assert [event.cash for _, _, event in publisher.sent] == [D("900"), D("600")]
+    assert _flushes_timed() == timed + 2  # the rounds that published, not the empty ones
+
+
+def _flushes_timed() -> float:
+    return REGISTRY.get_sample_value("portfolio_valuation_flush_seconds_count") or 0.0
 
 
 async def test_a_holding_sold_leaves_the_valuation() -> None:

@@ -50,6 +50,7 @@ from tickwatch_portfolio.ledger.store import (
     order_body,
 )
 from tickwatch_portfolio.market.book import PriceBook
+from tickwatch_portfolio.metrics import FILLS, LIMIT_FILL_FAILURES, ORDERS
 from tickwatch_portfolio.orders.domain import (
     LimitBook,
     OrderRequest,
@@ -150,7 +151,9 @@ class Operations:
                 return await self._limit_order(tx, request)
             return await self._market_order(tx, request)
 
-        return await self._idempotent(user_id, key, fingerprint, run)
+        answer = await self._idempotent(user_id, key, fingerprint, run)
+        ORDERS.labels(request.type, "accepted" if answer.status == 201 else "refused").inc()
+        return answer
 
     async def _limit_order(self, tx: AccountTx, request: OrderRequest) -> Answer:
         rules = self.book.rules[request.symbol]
@@ -226,6 +229,7 @@ class Operations:
             try:
                 await self.fill_resting(order)
             except Exception:
+                LIMIT_FILL_FAILURES.inc()
                 log.exception("limit_fill_failed", order_id=order.order_id)
             finally:
                 self.reached.task_done()
@@ -244,6 +248,7 @@ class Operations:
             else:
                 new = apply_fill(tx.account, fill, reserved_quantity=order.quantity)
             await tx.book_limit_fill(new, row["id"], fill)
+        FILLS.labels("limit").inc()
         return True
 
     async def cancel(self, user_id: str, order_id: int) -> Answer:
@@ -321,7 +326,9 @@ class Operations:
             new = apply_fill(tx.account, fill)
         except AccountingError as exc:
             return await self._rejected(tx, request, exc)
-        return Answer(201, await tx.book_fill(new, request, fill))
+        body = await tx.book_fill(new, request, fill)
+        tx.after_commit.append(FILLS.labels("market").inc)
+        return Answer(201, body)
 
     async def move_cash(
         self,
