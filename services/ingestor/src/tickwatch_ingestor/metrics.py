@@ -8,6 +8,12 @@ from prometheus_client import Counter, Gauge, Histogram
 TICKS_PUBLISHED = Counter(
     "tickwatch_ingestor_ticks_published_total", "Ticks published", ["source", "symbol"]
 )
+LAST_TICK_SECONDS = Gauge(
+    "tickwatch_ingestor_last_tick_timestamp_seconds",
+    "Unix time the ingestor last handed a tick of the symbol to the producer (its staleness is"
+    " time() minus this)",
+    ["source", "symbol"],
+)
 CANDLES_PUBLISHED = Counter(
     "tickwatch_ingestor_candles_published_total",
     "Candles published (closed and open)",

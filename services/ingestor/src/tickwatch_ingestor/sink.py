@@ -48,6 +48,7 @@ from tickwatch_common.topics import CANDLES, TICKS, Topic
 from tickwatch_ingestor.metrics import (
     CANDLES_PUBLISHED,
     LAG_SECONDS,
+    LAST_TICK_SECONDS,
     PUBLISH_FAILURES,
     TICKS_PUBLISHED,
 )
@@ -294,8 +295,10 @@ class EventSink:
         step = max(1, len(lags) // LAG_SAMPLES)
         for source, lag_ms in lags[::step]:
             self._lag[source].observe(max(0, lag_ms) / 1000)
+        now = time.time()
         for (source, symbol), n in self._tick_tally.items():
             TICKS_PUBLISHED.labels(source, symbol).inc(n)
+            LAST_TICK_SECONDS.labels(source, symbol).set(now)
         for (source, interval), n in self._candle_tally.items():
             CANDLES_PUBLISHED.labels(source, interval).inc(n)
         self._tick_tally.clear()

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.topics import CANDLES, TICKS
 from tickwatch_devstack.testing import wait_until
@@ -79,6 +80,7 @@ async def test_trades_reach_the_tick_topic_as_the_same_decimal_strings_and_pings
     async with binance(stack, fake_kwargs={"ping_interval_s": 0.1}) as b:
         sym, ex = b.symbols[0], b.exchange[0]
         async with reading(stack.kafka_bootstrap_servers, TICKS, {sym}) as ticks:
+            started = time.time()
             await b.fake.mini_ticker(ex, "100.00000000", "110.00000000", "5000.12000000")
             prices = ["86412.57000000", "86412.58000000", "0.00001000", "86412.50000000"]
             for p in prices:
@@ -89,6 +91,11 @@ async def test_trades_reach_the_tick_topic_as_the_same_decimal_strings_and_pings
             assert seen[-1]["volume_24h"] == "5000.12000000"
             assert seen[-1]["change_24h_pct"] == "10.0000"
             assert all(r["ts_ingest"] >= r["ts_event"] for r in seen)
+            last = {"source": "binance", "symbol": sym}
+            stamped = REGISTRY.get_sample_value(
+                "tickwatch_ingestor_last_tick_timestamp_seconds", last
+            )
+            assert stamped is not None and started <= stamped <= time.time()  # its staleness
         conn = b.fake.open_conns[0]
         await wait_until(lambda: len(conn.pongs) >= 2, 5, "pongs")
         assert set(conn.pongs) == {b.fake.ping_payload}  # each pong echoes the ping payload
