@@ -27,6 +27,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -478,7 +479,7 @@ def main() -> None:
         env = {
             **os.environ,
             **stack.env(),
-            "JWT_SECRET": uuid.uuid4().hex * 2,
+            "JWT_SECRET": secrets.token_urlsafe(48),
             "RATE_LIMIT_DEFAULT": "100000000/minute",
             "GATEWAY_HOST": "127.0.0.1",
             "LOG_LEVEL": "WARNING",

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -228,8 +229,8 @@ def main() -> None:
         env = {
             **os.environ,
             **stack.env(),
-            "JWT_SECRET": uuid.uuid4().hex * 2,
-            "INTERNAL_API_SECRET": uuid.uuid4().hex * 2,
+            "JWT_SECRET": secrets.token_urlsafe(48),
+            "INTERNAL_API_SECRET": secrets.token_urlsafe(48),
             "PORTFOLIO_URL": f"http://127.0.0.1:{ports['portfolio']}",
             "PORTFOLIO_STARTING_CASH": "100000000",
             "RATE_LIMIT_DEFAULT": "100000000/minute",

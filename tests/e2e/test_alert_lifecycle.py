@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -153,7 +154,7 @@ async def test_alert_lifecycle_email_and_signed_webhook_fire_once_with_history(
         **stack_env,
         "DATABASE_URL": fresh_database,
         # gateway
-        "JWT_SECRET": "e2e-secret-that-is-long-enough-0123456789",
+        "JWT_SECRET": secrets.token_urlsafe(48),
         "REDIS_PREFIX": f"e2e-{tag}:",
         "GATEWAY_HOST": "127.0.0.1",
         "RATE_LIMIT_DEFAULT": "1000000/minute",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import statistics
 import time
 import uuid
@@ -42,7 +43,7 @@ def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = {
         **os.environ,
         **stack.env(),
-        "JWT_SECRET": "e2e-secret-that-is-long-enough-0123456789",
+        "JWT_SECRET": secrets.token_urlsafe(48),
         "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}:",
         "GATEWAY_HOST": "127.0.0.1",
         # The test polls back to back (about a thousand requests a second): lift the per-IP

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = {
         **os.environ,
         **stack.env(),
-        "JWT_SECRET": "e2e-secret-that-is-long-enough-0123456789",
+        "JWT_SECRET": secrets.token_urlsafe(48),
         "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}:",
         "GATEWAY_HOST": "127.0.0.1",
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
 import uuid
 from pathlib import Path
@@ -75,7 +76,7 @@ async def test_a_record_as_large_as_the_broker_takes_is_dead_lettered_once_on_ev
         **os.environ,
         **stack.env(),
         "DATABASE_URL": fresh_database,
-        "JWT_SECRET": "e2e-secret-that-is-long-enough-0123456789",
+        "JWT_SECRET": secrets.token_urlsafe(48),
         "REDIS_PREFIX": f"poison-{suffix}:",
         "GATEWAY_HOST": "127.0.0.1",
         # Groups of this test alone, reading from the beginning of what is published next.

@@ -8,6 +8,7 @@ call to the portfolio service that the gateway did not sign."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 import uuid
 from decimal import Decimal
@@ -43,8 +44,8 @@ async def test_fund_buy_watch_sell_through_the_gateway(
     env = {
         **stack_env,
         "DATABASE_URL": fresh_database,
-        "JWT_SECRET": "e2e-secret-that-is-long-enough-0123456789",
-        "INTERNAL_API_SECRET": f"e2e-internal-secret-{tag}-0123456789abcdef",
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "INTERNAL_API_SECRET": secrets.token_urlsafe(48),
         "PORTFOLIO_URL": f"http://127.0.0.1:{ports['portfolio']}",
         "REDIS_PREFIX": f"e2e-{tag}:",
         "GATEWAY_HOST": "127.0.0.1",

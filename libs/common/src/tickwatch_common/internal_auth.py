@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from pydantic import Field, SecretStr
 
+from tickwatch_common.secret_strength import StrongSecret
 from tickwatch_common.settings import BaseServiceSettings
 
 USER_HEADER = "X-Tickwatch-User"
@@ -28,8 +29,9 @@ MAX_SKEW_S = 30
 
 
 class InternalApiSettings(BaseServiceSettings):
-    internal_api_secret: SecretStr = Field(
-        min_length=32, description="The HMAC key the gateway signs internal calls with, 32+ bytes"
+    internal_api_secret: StrongSecret = Field(
+        description="The HMAC key the gateway signs internal calls with: 32+ bytes, no default"
+        " or low-entropy key (tickwatch_common.secret_strength)"
     )
 
 

@@ -79,6 +79,8 @@ def load_settings(cls: type[S]) -> S:
             name = "_".join(str(p) for p in err["loc"]).upper() or "?"
             if err["type"] == "missing":
                 lines.append(f"missing required setting {name}")
+            elif err["type"] == "value_error":  # a validator's own words, without pydantic's prefix
+                lines.append(f"invalid setting {name}: {err['ctx']['error']}")
             else:
                 lines.append(f"invalid setting {name}: {err['msg']}")
         print(f"{cls.__module__}: cannot start: " + "; ".join(lines), file=sys.stderr)

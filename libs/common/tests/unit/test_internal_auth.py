@@ -13,7 +13,7 @@ from tickwatch_common.internal_auth import (
     verify,
 )
 
-SECRET = SecretStr("s" * 40)
+SECRET = SecretStr("K_MJOPH9ngBgr3mPZwtqTxnuhgek6MXsAcH8AnkIAaimtHlg")
 NOW = 1_760_000_000.0
 BODY = b'{"symbol":"BTC-USDT","side":"buy","quantity":"0.01"}'
 

@@ -21,6 +21,7 @@ import email
 import email.policy
 import json
 import os
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -128,7 +129,7 @@ async def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     database = await create_database(server, f"t_{uuid.uuid4().hex[:12]}")
     tag = uuid.uuid4().hex[:8]
     symbol = f"X{tag[:6].upper()}-USDT"  # its own: other tests share the broker
-    secret = f"browser-internal-{tag}-0123456789abcdef"
+    secret = secrets.token_urlsafe(48)
     assert stack.mail_dir is not None
     ports = {"portfolio": free_port(), "alert-engine": free_port(), "notifier": free_port()}
     gateway_port = free_port()

@@ -13,7 +13,7 @@ from tickwatch_devstack.infra import Stack
 from tickwatch_gateway.app import build_app
 from tickwatch_gateway.settings import Settings
 
-JWT_SECRET = "integration-secret-0123456789-abcdefghij"
+JWT_SECRET = "jk5z08c0xw-NbRmlYbPAHic28bzoHxpcYC7FRjLcL3AfxsZM"
 CLOSE_BOUND_S = 20
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]

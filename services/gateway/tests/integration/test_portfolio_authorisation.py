@@ -15,6 +15,7 @@ One portfolio process, one gateway and one database for the module.
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -175,7 +176,7 @@ async def _user(client: Client) -> User:
 async def setup(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
     server = stack.database_url.rsplit("/", 1)[0] + "/postgres"
     database = await create_database(server, f"t_{uuid.uuid4().hex[:12]}")
-    secret = f"authz-internal-{uuid.uuid4().hex}"
+    secret = secrets.token_urlsafe(48)
     portfolio_port = free_port()
     symbol = f"Z{uuid.uuid4().hex[:6].upper()}-USDT"  # its own: other tests share the broker
     env = {

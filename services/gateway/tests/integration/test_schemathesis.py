@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import sys
 import uuid
 from pathlib import Path
@@ -94,7 +95,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         "RATE_LIMIT_DEFAULT": "1000000/minute",
         "RATE_LIMIT_AUTH": "1000000/minute",
         "GATEWAY_HOST": "127.0.0.1",
-        "INTERNAL_API_SECRET": f"fuzz-internal-{uuid.uuid4().hex}",
+        "INTERNAL_API_SECRET": secrets.token_urlsafe(48),
         "PORTFOLIO_URL": f"http://127.0.0.1:{portfolio_port}",
         "PORTFOLIO_PORT": str(portfolio_port),
     }

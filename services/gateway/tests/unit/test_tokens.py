@@ -15,7 +15,7 @@ from tickwatch_gateway.accounts.tokens import (
     verify_password,
 )
 
-SECRET = "unit-secret-0123456789-abcdefghijklmnop"
+SECRET = "b50GlE5N1MEx1vy9uBHM1ftOpH2zIkFWcLTLgca8cbcect05"
 ISSUER = TokenIssuer(SECRET, "tickwatch", "tickwatch-api", 900)
 
 

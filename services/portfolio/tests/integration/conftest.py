@@ -22,7 +22,7 @@ from tickwatch_devstack.testing import replay_tick, wait_until
 from tickwatch_portfolio.__main__ import Portfolio, running_portfolio
 from tickwatch_portfolio.settings import Settings
 
-SECRET = "integration-internal-secret-0123456789abcdef"
+SECRET = "USAyJ1PY84cj2tTD8wQ5ZwOLSGk0xUJ5lDVjUEsc8M3pdAKx"
 
 
 @dataclass

@@ -26,7 +26,7 @@ async def test_boots_migrates_answers_ops_routes_and_stops_cleanly_on_sigterm(
     env = {
         **stack_env,
         "DATABASE_URL": fresh_database,
-        "INTERNAL_API_SECRET": "boot-test-internal-secret-0123456789abcdef",
+        "INTERNAL_API_SECRET": "6i8zwuLqMfLKgzK7AeJdoFCJNk2H1XF-7v31FDxUEsTdlwFP",
     }
     with service_process("portfolio", env, port, log_path=tmp_path / "portfolio.log") as proc:
         status, body = get(port, "/ready")

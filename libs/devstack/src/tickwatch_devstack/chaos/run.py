@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -138,8 +139,8 @@ class Run:
             "REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(self.smtp.port),
-            "JWT_SECRET": "chaos-run-secret-that-is-long-enough-0123456789",
-            "INTERNAL_API_SECRET": "chaos-internal-secret-that-is-long-enough-0123",
+            "JWT_SECRET": secrets.token_urlsafe(48),
+            "INTERNAL_API_SECRET": secrets.token_urlsafe(48),
             "PYTHONUNBUFFERED": "1",
         }
         symbols = ",".join(self.plan.symbol(i) for i in range(self.plan.symbols))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
+from tickwatch_common.secret_strength import StrongSecret
 
 from tickwatch_gateway.runtime.settings import RuntimeSettings
 
 
 class AccountSettings(RuntimeSettings):
-    jwt_secret: SecretStr = Field(min_length=32, description="HS256 signing key, 32+ bytes")
+    jwt_secret: StrongSecret = Field(
+        description="HS256 signing key: 32+ bytes, no default or low-entropy key"
+        " (tickwatch_common.secret_strength)"
+    )
     jwt_issuer: str = "tickwatch"
     jwt_audience: str = "tickwatch-api"
     access_token_ttl_s: int = 900

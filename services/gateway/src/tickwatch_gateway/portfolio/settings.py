@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
+from tickwatch_common.secret_strength import StrongSecret
 
 from tickwatch_gateway.runtime.settings import RuntimeSettings
 
@@ -12,10 +13,10 @@ class PortfolioSettings(RuntimeSettings):
         default="http://127.0.0.1:8084",
         description="Base URL of the portfolio service's internal API",
     )
-    internal_api_secret: SecretStr | None = Field(
+    internal_api_secret: StrongSecret | None = Field(
         default=None,
-        min_length=32,
-        description="The HMAC key shared with the portfolio service; unset, /portfolio answers 503",
+        description="The HMAC key shared with the portfolio service (the portfolio's rule:"
+        " tickwatch_common.secret_strength); unset, /portfolio answers 503",
     )
     portfolio_timeout_s: float = Field(
         default=10.0, gt=0, description="Bound on one call to the portfolio service"
