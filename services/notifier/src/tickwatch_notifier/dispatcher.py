@@ -45,7 +45,12 @@ from tickwatch_common.topics import NOTIFICATIONS_DLQ, NOTIFICATIONS_STATUS
 
 from tickwatch_notifier.channels import Channel, Outcome
 from tickwatch_notifier.deliveries import DeliveryLog, Row
-from tickwatch_notifier.metrics import DELIVERIES, IN_FLIGHT, SEND_SECONDS
+from tickwatch_notifier.metrics import (
+    DELIVERIES,
+    IN_FLIGHT,
+    SEND_SECONDS,
+    TRIGGER_TO_SENT_SECONDS,
+)
 
 log = structlog.get_logger(__name__)
 # What a database restart raises at a statement: refused or reset connections, "shutting down"
@@ -232,6 +237,8 @@ class Dispatcher:
                 lambda: self.log.finish(trigger.event_id, name, "sent", outcome.detail)
             )
             status = "sent"
+            late_s = time.time() - trigger.triggered_at / 1000
+            TRIGGER_TO_SENT_SECONDS.labels(name).observe(max(0.0, late_s))
         elif outcome.result == "transient" and attempts < self.limits.max_attempts:
             delay = retry_delay(attempts, self.limits.retry_base_s, self.limits.retry_cap_s)
             await self._durably(

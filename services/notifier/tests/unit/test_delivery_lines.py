@@ -5,11 +5,13 @@ webhook's secret, path or credentials."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 from tickwatch_common.events import Trigger, TriggerChannel
 from tickwatch_notifier import dispatcher as dispatcher_module
@@ -128,3 +130,27 @@ def test_the_recipient_is_a_domain_or_a_host_and_nothing_more() -> None:
     assert recipient_of(hook) == "hook.example"
     assert recipient_of(TriggerChannel(type="webhook", url="http://[::1")) is None
     assert recipient_of(None) is None
+
+
+def _late(channel: str) -> tuple[float, float]:
+    """The count and sum of the trigger-to-sent histogram of ``channel`` so far."""
+    labels = {"channel": channel}
+    count = REGISTRY.get_sample_value("notifier_trigger_to_sent_seconds_count", labels)
+    total = REGISTRY.get_sample_value("notifier_trigger_to_sent_seconds_sum", labels)
+    return count or 0.0, total or 0.0
+
+
+async def test_a_send_recorded_as_sent_observes_how_late_after_the_trigger_it_went(
+    email_trigger: Callable[[str, str], Trigger],
+) -> None:
+    triggered_at = int((time.time() - 2) * 1000)
+    trigger = email_trigger("ev-3", "x@example.com").model_copy(
+        update={"triggered_at": triggered_at}
+    )
+    count, total = _late("email")
+    assert await deliver(trigger, "email", Outcome("transient", "busy")) == ["retrying"]
+    assert _late("email") == (count, total)  # only a send that went counts
+    assert await deliver(trigger, "email", SENT, attempt=2) == ["sent"]
+    after_count, after_total = _late("email")
+    assert after_count == count + 1
+    assert 2 <= after_total - total < 30
