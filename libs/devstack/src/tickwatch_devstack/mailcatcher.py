@@ -2,6 +2,8 @@
 
 ``python -m tickwatch_devstack.mailcatcher --smtp-port 1025 --http-port 8025 --dir .data/mail``.
 ``GET /`` lists the messages, ``GET /messages/{name}`` shows one, ``GET /api/messages`` gives JSON.
+The same web server catches webhooks (:mod:`tickwatch_devstack.webhookcatcher`, kept in
+``--webhook-dir``, by default ``webhooks`` beside ``--dir``): ``POST /webhooks/{name}``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tickwatch_devstack import webhookcatcher
 
 
 class SaveToDisk:
@@ -50,7 +54,9 @@ def summary(path: Path) -> dict[str, Any]:
     }
 
 
-def make_app(directory: Path) -> web.Application:
+def make_app(directory: Path, webhook_dir: Path | None = None) -> web.Application:
+    hooks = webhook_dir or directory.parent / "webhooks"
+
     def messages() -> list[Path]:
         return sorted(directory.glob("*.eml"), reverse=True)
 
@@ -63,6 +69,8 @@ def make_app(directory: Path) -> web.Application:
         page = (
             "<!doctype html><title>Tickwatch mail catcher</title>"
             "<h1>Mail caught by the local SMTP server</h1>"
+            f"<p><a href='/webhooks'>Webhooks caught</a>: {webhookcatcher.count(hooks)}"
+            " (POST /webhooks/&lt;name&gt;)</p>"
             "<table border=1 cellpadding=4><tr><th>Date</th><th>To</th><th>Subject</th></tr>"
             f"{rows or '<tr><td colspan=3>No mail yet</td></tr>'}</table>"
         )
@@ -87,14 +95,17 @@ def make_app(directory: Path) -> web.Application:
     app.router.add_get("/", index)
     app.router.add_get("/messages/{name}", show)
     app.router.add_get("/api/messages", api)
+    webhookcatcher.add_routes(app, hooks)
     return app
 
 
-async def serve(smtp_port: int, http_port: int, directory: Path) -> None:
+async def serve(
+    smtp_port: int, http_port: int, directory: Path, webhook_dir: Path | None = None
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     controller = Controller(SaveToDisk(directory), hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    runner = web.AppRunner(make_app(directory), access_log=None)
+    runner = web.AppRunner(make_app(directory, webhook_dir), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", http_port).start()
     print(f"mail catcher: smtp://127.0.0.1:{smtp_port}  http://127.0.0.1:{http_port}/", flush=True)
@@ -110,9 +121,10 @@ def main() -> None:
     parser.add_argument("--smtp-port", type=int, default=1025)
     parser.add_argument("--http-port", type=int, default=8025)
     parser.add_argument("--dir", type=Path, default=Path(".data/mail"))
+    parser.add_argument("--webhook-dir", type=Path, help="default: webhooks beside --dir")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.smtp_port, args.http_port, args.dir))
+        asyncio.run(serve(args.smtp_port, args.http_port, args.dir, args.webhook_dir))
 
 
 if __name__ == "__main__":

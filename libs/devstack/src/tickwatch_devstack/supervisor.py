@@ -476,6 +476,13 @@ def up(
             for name, value in LOCAL_DEFAULTS.items():
                 if not seen.get(name):
                     env[name] = value
+            allowance = loopback_webhook_allowance(seen)
+            env.update(allowance)
+            if allowance.get("ALERTS_ALLOW_PRIVATE_WEBHOOKS"):
+                console.say(
+                    "devstack: the API listens on loopback only, so alerts' webhooks may call"
+                    " loopback and private addresses (the local webhook catcher)"
+                )
             for index, service in enumerate(services):
                 proc = start_service(
                     service, index, service_ports[service], env, data / "logs", console, repo
@@ -516,6 +523,26 @@ def up(
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGHUP, old_hup)
     return 0
+
+
+def loopback_webhook_allowance(seen: dict[str, str]) -> dict[str, str]:
+    """What ``up`` adds so webhooks may reach this machine (the mail page's webhook catcher).
+
+    The SSRF guard (``tickwatch_common.ssrf``) refuses loopback and private webhook targets
+    unless the gateway and the notifier are told otherwise. Allowing them is safe only while
+    nobody else can create an alert: so ``up`` makes the API listen on 127.0.0.1 unless
+    ``GATEWAY_HOST`` says otherwise, and allows private webhooks only while it is loopback and
+    neither allowance is set. Someone who exposes the API (``GATEWAY_HOST=0.0.0.0``) keeps the
+    guard, unless they set the allowances themselves. Pure.
+    """
+    extra: dict[str, str] = {}
+    host = seen.get("GATEWAY_HOST") or "127.0.0.1"
+    if not seen.get("GATEWAY_HOST"):
+        extra["GATEWAY_HOST"] = host
+    names = ("ALERTS_ALLOW_PRIVATE_WEBHOOKS", "NOTIFIER_ALLOW_PRIVATE_WEBHOOKS")
+    if host in ("127.0.0.1", "::1", "localhost") and not any(seen.get(n) for n in names):
+        extra.update({name: "true" for name in names})
+    return extra
 
 
 def _marker(server: str) -> str:
@@ -575,6 +602,10 @@ def _print_summary(
     if stack.mail_http_url:
         lines.append(
             f"  mail        {stack.mail_http_url}   (mail caught by the local SMTP server)"
+        )
+        lines.append(
+            f"  webhooks    {stack.mail_http_url}webhooks/<name>   (POSTs caught, listed at"
+            f" {stack.mail_http_url}webhooks)"
         )
     lines.append("")
     for service in running:
