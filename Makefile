@@ -10,6 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 PY := $(CURDIR)/.venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
+SEED_ARGS ?=
 CHAOS_ARGS ?=
 # The Kubernetes manifests' builder (the same version in tests/unit/test_k8s_manifests.py).
 KUSTOMIZE_VERSION ?= v5.7.1
@@ -20,7 +21,7 @@ DASHBOARD_STATIC := services/gateway/src/tickwatch_gateway/dashboard/static
 TYPED := libs/common/src libs/devstack/src libs/testkit/src services/ingestor/src \
   services/alert-engine/src services/notifier/src services/portfolio/src services/gateway/src
 
-.PHONY: help install run down test test-unit lint bench kafka-up kafka-down chaos vendor-charts
+.PHONY: help install run seed down test test-unit lint bench kafka-up kafka-down chaos vendor-charts
 
 help: ## list the targets
 	@echo "Tickwatch: make <target>"
@@ -48,6 +49,9 @@ install: ## install uv if missing, every package from uv.lock into .venv, chromi
 
 run: install ## the whole system here: servers under .data/, topics, migrations, five services, URLs
 	@exec "$(PY)" -m tickwatch_devstack up $(RUN_ARGS)
+
+seed: install ## demo users, alerts and portfolios on the running `make run` (twice changes nothing)
+	@exec "$(PY)" -m tickwatch_devstack seed $(SEED_ARGS)
 
 down: ## stop everything `make run` (and `make kafka-up`) started, even after a crash
 	@if [ -x "$(PY)" ]; then "$(PY)" -m tickwatch_devstack down; fi

@@ -7,6 +7,8 @@
   code 0 when all are ready, 3 when one is not, 1 when ``up`` is not running).
 - ``reconcile``: ask the running gateway to republish what ``alerts.changes.v1`` lacks from its
   tables (``POST /ops/reconcile``), and print its counts.
+- ``seed``: demo users, alerts and portfolios through the running gateway's public API
+  (:mod:`tickwatch_devstack.seed`); running it again changes nothing.
 - ``init``: only create the topics and apply the migrations on the servers the environment names
   (the one-shot ``init`` container of ``docker-compose.yml``).
 """
@@ -68,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         "reconcile", help="the gateway republishes what alerts.changes.v1 lacks from its tables"
     )
     reconcile_cmd.add_argument("--url", help="the gateway (default: http://127.0.0.1:GATEWAY_PORT)")
+    seed_cmd = commands.add_parser(
+        "seed", help="demo users, alerts and portfolios on the running system (idempotent)"
+    )
+    seed_cmd.add_argument("--url", help="the gateway (default: http://127.0.0.1:GATEWAY_PORT)")
+    seed_cmd.add_argument(
+        "--webhook-url",
+        default=f"http://127.0.0.1:{defaults.mail_http}/webhooks/demo",
+        help="where the demo webhook alert calls (default: the mail page's webhook catcher)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "down":
@@ -78,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         from tickwatch_devstack.reconcile import reconcile
 
         return reconcile(args.repo, data=args.data, url=args.url)
+    if args.command == "seed":
+        from tickwatch_devstack.seed import seed
+        from tickwatch_devstack.supervisor import load_environment
+
+        _, seen = load_environment(args.repo)
+        url = args.url or f"http://127.0.0.1:{seen.get('GATEWAY_PORT') or 8080}"
+        return seed(url, args.webhook_url, sys.stdout)
     if args.command == "status":
         return status(args.repo, data=args.data)
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
