@@ -6,7 +6,10 @@ is not started: its replay would move the session's shared prices under other te
 The seed runs as ``python -m tickwatch_devstack seed`` twice: the first run creates the demo
 users, an alert of every condition (a webhook one among them) and the portfolios' deposits,
 fills and resting limit order; the second changes nothing (the same alerts, orders, trades and
-cash) and says "already seeded" for each item. Without a gateway it fails in one line.
+cash) and says "already seeded" for each item. Before the first run, the demo user is
+registered and its deposit posted under the seed's key, as a seed that crashed right after it
+would have left them: the first run deposits nothing more. Without a gateway it fails in one
+line.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tickwatch_common.kafka import Publisher, kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import INSTRUMENTS, TICKS
 from tickwatch_devstack.infra import Stack, free_port
-from tickwatch_devstack.seed import DEMO_USERS, DemoUser, symbols
+from tickwatch_devstack.seed import DEMO_USERS, DemoUser, Deposit, step_keys, symbols
 from tickwatch_devstack.testing import (
     ApiClient,
     log_tail,
@@ -83,7 +86,9 @@ async def state_of(http: aiohttp.ClientSession, base: str, user: DemoUser) -> di
         "alert_bodies": alerts,
         "orders": sorted((o["id"], o["status"], o["updated_at"]) for o in orders),
         "trades": sorted(t["id"] for t in trades),
+        "trade_bodies": trades,
         "cash": portfolio["cash"],
+        "reserved": portfolio["reserved"],
     }
 
 
@@ -137,6 +142,22 @@ async def test_seed_twice_creates_once_every_condition(
 
         await wait_until(priced, 30, "the gateway to serve every seeded symbol's price")
 
+        demo_user = DEMO_USERS[0]
+        deposit = next(step for step in demo_user.portfolio if isinstance(step, Deposit))
+        crashed = ApiClient(http, base)  # what a seed that died after the deposit left
+        creds = {"email": demo_user.email, "password": demo_user.password}
+        await crashed.call("POST", "/auth/register", creds, expect=201)
+        crashed.token = (await crashed.call("POST", "/auth/login", creds))["access_token"]
+        async with http.post(
+            f"{base}/api/v1/portfolio/deposits",
+            json={"amount": deposit.amount},
+            headers={
+                "Authorization": f"Bearer {crashed.token}",
+                "Idempotency-Key": step_keys(demo_user, deposit)[0],
+            },
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+
         code, first, err = await seed(base, webhook_url)
         assert code == 0, f"{first}\n{err}\n{diagnostics()}"
         before = {u.email: await state_of(http, base, u) for u in DEMO_USERS}
@@ -151,6 +172,8 @@ async def test_seed_twice_creates_once_every_condition(
         assert forbidden not in second, second
     items = sum(len(u.alerts) + len(u.portfolio) + 1 for u in DEMO_USERS)
     assert second.count("already seeded") == items, second
+    assert f"user {demo_user.email}: already seeded" in first, first
+    assert f"deposit {deposit.amount} USDT: already seeded" in first, first
     assert "registered" in first and "created" in first and "filled at" in first, first
     for user in DEMO_USERS:
         assert user.email in first and user.password in first  # the credentials, printed
@@ -169,8 +192,18 @@ async def test_seed_twice_creates_once_every_condition(
     statuses = sorted(status for _, status, _ in demo["orders"])
     assert statuses.count("open") == 1 and statuses.count("filled") == 4, demo["orders"]
     assert len(demo["trades"]) == 4
-    starting = Decimal("10000") + Decimal("5000")
-    assert Decimal(0) < Decimal(demo["cash"]) < starting
+    # The deposit once: the starting cash and one deposit, less the fills and the reserve.
+    moved = sum(
+        (
+            -(Decimal(t["quantity"]) * Decimal(t["price"]) + Decimal(t["fee"]))
+            if t["side"] == "buy"
+            else Decimal(t["quantity"]) * Decimal(t["price"]) - Decimal(t["fee"])
+            for t in demo["trade_bodies"]
+        ),
+        Decimal(0),
+    )
+    expected = Decimal("10000") + Decimal(deposit.amount) + moved - Decimal(demo["reserved"])
+    assert Decimal(demo["cash"]) == expected, (demo["cash"], expected)
 
 
 async def publish_ticks(publisher: Publisher) -> None:
