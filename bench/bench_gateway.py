@@ -279,7 +279,13 @@ def ws_client_process(port: int, clients: int, ticks: int, pipe: Connection) -> 
 
 
 def ws_fanout(
-    port: int, pids: list[int], kafka: str, clients: int, ticks: int, processes: int = 2
+    port: int,
+    ops_port: int,
+    pids: list[int],
+    kafka: str,
+    clients: int,
+    ticks: int,
+    processes: int = 2,
 ) -> dict[str, object]:
     """Clients in ``processes`` worker processes (a single Python client is slower than the
     server it measures); latency is publish → received, both on this machine's clock."""
@@ -337,17 +343,17 @@ def ws_fanout(
         "last_client_ms_per_tick": [round(max(by_tick[t]), 1) for t in sorted(by_tick)],
         "rss_per_connection_kib": (rss_after - rss_before) / clients,
         "replicas": len(pids),
-        "server_fanout_ms_mean_per_replica": server_fanout_mean_ms(port, len(pids)),
+        "server_fanout_ms_mean_per_replica": server_fanout_mean_ms(ops_port, len(pids)),
     }
 
 
-def server_fanout_mean_ms(port: int, replicas: int) -> list[float]:
-    """Mean time each replica took to hand one tick to its subscribers, from its /metrics.
-    The replicas share the port, so scrape on fresh connections until each has answered
-    (told apart by their process start times)."""
+def server_fanout_mean_ms(ops_port: int, replicas: int) -> list[float]:
+    """Mean time each replica took to hand one tick to its subscribers, from its /metrics (on
+    the ops port, GATEWAY_OPS_PORT). The replicas share that port too, so scrape on fresh
+    connections until each has answered (told apart by their process start times)."""
     seen: dict[str, float] = {}
     for _ in range(50 * replicas):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         total = count = 0.0
         started = ""
@@ -389,8 +395,8 @@ def ws_phase(
     """WebSocket fan-out through ``--ws-replicas`` gateway processes sharing one port
     (GATEWAY_REUSE_PORT): the kernel spreads the clients over them, as it would over the
     replicas of a deployment on one host, so the fan-out uses every core."""
-    port = free_port()
-    replica_env = {**env, "GATEWAY_REUSE_PORT": "true"}
+    port, ops_port = free_port(), free_port()
+    replica_env = {**env, "GATEWAY_REUSE_PORT": "true", "GATEWAY_OPS_PORT": str(ops_port)}
     with contextlib.ExitStack() as replicas:
         pids = []
         for n in range(args.ws_replicas):
@@ -405,7 +411,7 @@ def ws_phase(
                 time.sleep(0.05)
             pids.append(proc.pid)
         uvloop.run(prime(kafka, port))
-        return ws_fanout(port, pids, kafka, args.ws_clients, args.ws_ticks)
+        return ws_fanout(port, ops_port, pids, kafka, args.ws_clients, args.ws_ticks)
 
 
 async def prime(kafka: str, gateway_port: int) -> None:

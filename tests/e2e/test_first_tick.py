@@ -32,7 +32,13 @@ def tick(symbol: str, price: str, ts: int) -> Tick:
 
 
 @pytest.fixture(scope="module")
-def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ops_port() -> int:
+    """The gateway's ops listener (GATEWAY_OPS_PORT), where its /metrics are."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack: Stack, ops_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
@@ -40,6 +46,7 @@ def gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "JWT_SECRET": secrets.token_urlsafe(48),
         "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}:",
         "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_OPS_PORT": str(ops_port),
     }
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     with service_process("gateway", env, port, log_path=log):
@@ -88,7 +95,7 @@ async def test_gateway_serves_the_last_published_price_as_the_same_string(
 
 
 async def test_a_malformed_tick_is_skipped_and_counted_and_the_gateway_keeps_serving(
-    stack: Stack, gateway: str
+    stack: Stack, gateway: str, ops_port: int
 ) -> None:
     """The gateway's live feed reads ticks without a group (every replica reads every tick), so
     it counts and logs a malformed one instead of dead-lettering it once per replica; the
@@ -106,9 +113,15 @@ async def test_a_malformed_tick_is_skipped_and_counted_and_the_gateway_keeps_ser
     series = (
         'tickwatch_messages_malformed_skipped_total{reason="validation",topic="market.ticks.v1"}'
     )
-    async with aiohttp.ClientSession() as http, http.get(f"{gateway}/metrics") as resp:
-        metrics = await resp.text()
-    counted = [line for line in metrics.splitlines() if line.startswith(series)]
-    assert counted and float(counted[0].split()[-1]) >= 1, metrics[-2000:]
-    async with aiohttp.ClientSession() as http, http.get(f"{gateway}/health") as resp:
-        assert resp.status == 200
+    ops = f"http://127.0.0.1:{ops_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{ops}/metrics") as resp:
+            metrics = await resp.text()
+        counted = [line for line in metrics.splitlines() if line.startswith(series)]
+        assert counted and float(counted[0].split()[-1]) >= 1, metrics[-2000:]
+        for base in (gateway, ops):  # the probes on both listeners
+            async with http.get(f"{base}/health") as resp:
+                assert resp.status == 200
+        async with http.get(f"{gateway}/metrics") as resp:  # never on the public port
+            assert resp.status == 404
+            assert resp.content_type == "application/problem+json"

@@ -276,6 +276,21 @@ def test_a_service_runs_non_root_read_only_probed_on_its_ops_port(service: str) 
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def test_the_gateway_metrics_are_scraped_on_its_ops_port_which_its_service_hides() -> None:
+    """/metrics is only on GATEWAY_OPS_PORT (issue 13 item 5): the pods say where Prometheus
+    finds it, the Service (the public API's way in) does not expose it."""
+    deployment = one("base/gateway", "Deployment", "gateway")
+    spec = container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
+    assert "GATEWAY_OPS_PORT" in service_settings("gateway")
+    assert {"name": "GATEWAY_OPS_PORT", "value": str(ports["ops"])} in spec["env"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["ops"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+    service = one("base/gateway", "Service", "gateway")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+
 def test_the_alert_engine_never_outnumbers_the_tick_partitions() -> None:
     deployment = one("base/alert-engine", "Deployment", "alert-engine")
     hpa = one("base/alert-engine", "HorizontalPodAutoscaler", "alert-engine")

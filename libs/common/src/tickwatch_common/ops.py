@@ -40,6 +40,7 @@ async def _run(check: Check, timeout_s: float) -> CheckResult:
 
 
 async def readiness(checks: list[Check], timeout_s: float = 2.0) -> tuple[int, dict[str, object]]:
+    checks = list(checks)  # a resource starting meanwhile may append to the service's list
     results = await asyncio.gather(*(_run(c, timeout_s) for c in checks))
     body: dict[str, object] = {}
     status, code = "ready", 200
@@ -53,7 +54,10 @@ async def readiness(checks: list[Check], timeout_s: float = 2.0) -> tuple[int, d
     return code, {"status": status, "checks": body}
 
 
-def add_ops_routes(app: web.Application, service: str, checks: list[Check]) -> None:
+def add_probe_routes(app: web.Application, service: str, checks: list[Check]) -> None:
+    """``/health`` and ``/ready`` only: what a public port also answers (the gateway's, for load
+    balancers), where ``/metrics`` has no place."""
+
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": service})
 
@@ -61,26 +65,36 @@ def add_ops_routes(app: web.Application, service: str, checks: list[Check]) -> N
         code, body = await readiness(checks)
         return web.json_response({"service": service, **body}, status=code)
 
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+
+
+def add_ops_routes(app: web.Application, service: str, checks: list[Check]) -> None:
     async def metrics(_: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest())
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    add_probe_routes(app, service, checks)
     app.router.add_get("/metrics", metrics)
+
+
+def ops_app(service: str, checks: list[Check]) -> web.Application:
+    """An app of the ops routes alone; ``checks`` is read at each ``/ready``, so a list the
+    service fills as its resources start is seen whole."""
+    app = web.Application()
+    add_ops_routes(app, service, checks)
+    return app
 
 
 @asynccontextmanager
 async def ops_server(
-    service: str, host: str, port: int, checks: list[Check]
+    service: str, host: str, port: int, checks: list[Check], *, reuse_port: bool = False
 ) -> AsyncIterator[web.AppRunner]:
-    """Serve the ops routes on their own port, for services with no HTTP API of their own."""
-    app = web.Application()
-    add_ops_routes(app, service, checks)
-    runner = web.AppRunner(app, access_log=None)
+    """Serve the ops routes on their own port (``reuse_port``: shared by several processes)."""
+    runner = web.AppRunner(ops_app(service, checks), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     try:
         yield runner

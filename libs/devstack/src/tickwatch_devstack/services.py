@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tickwatch_devstack.infra import _die_with_parent
+from tickwatch_devstack.infra import _die_with_parent, free_port
 
 SERVICES = ("ingestor", "gateway", "alert-engine", "notifier", "portfolio")
 DEFAULT_PORTS = {
@@ -25,6 +25,9 @@ DEFAULT_PORTS = {
     "notifier": 8083,
     "portfolio": 8084,
 }
+GATEWAY_OPS_PORT = 8085
+"""The gateway's ops listener (``/metrics``) unless GATEWAY_OPS_PORT says otherwise; the other
+services serve their ops routes on their one port."""
 
 
 def package(service: str) -> str:
@@ -33,6 +36,15 @@ def package(service: str) -> str:
 
 def port_variable(service: str) -> str:
     return service.replace("-", "_").upper() + "_PORT"
+
+
+def with_gateway_ops_port(services: tuple[str, ...], env: dict[str, str]) -> dict[str, str]:
+    """``env`` with a free GATEWAY_OPS_PORT when a gateway is among ``services`` and ``env``
+    names none: the default (8085) would clash between concurrent tests' gateways, or with a
+    ``make run``. A caller that scrapes the gateway's ``/metrics`` names the port itself."""
+    if "gateway" not in services or env.get("GATEWAY_OPS_PORT"):
+        return env
+    return {**env, "GATEWAY_OPS_PORT": str(free_port())}
 
 
 def ready(port: int, path: str = "/ready") -> bool:
@@ -66,7 +78,7 @@ def service_process(
     timeout_s: float = 60,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the service, wait until ``wait`` answers 200, stop it (SIGTERM) on exit."""
-    full_env = {**env, port_variable(service): str(port)}
+    full_env = {**with_gateway_ops_port((service,), env), port_variable(service): str(port)}
     out = log_path.open("ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", package(service), *args],
@@ -103,7 +115,8 @@ def service_process(
 
 class UpProcess:
     """``python -m tickwatch_devstack up`` run as ``make run`` runs it, for tests of the whole
-    system: the servers on the given ports, a private data folder, the output kept line by line.
+    system: the servers on the given ports (the gateway's ops port a free one unless ``env``
+    names it), a private data folder, the output kept line by line.
 
     Started from the calling thread (``PR_SET_PDEATHSIG`` follows the thread that forks); only
     :meth:`wait_for` blocks, so an async test calls it through ``asyncio.to_thread``.
@@ -128,7 +141,7 @@ class UpProcess:
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             command,
-            env=env,
+            env=with_gateway_ops_port(services, env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -44,7 +44,13 @@ from typing import Any, TextIO
 from dotenv import dotenv_values
 
 from tickwatch_devstack.infra import InfraError, Stack, _die_with_parent, port_in_use, start_stack
-from tickwatch_devstack.services import DEFAULT_PORTS, SERVICES, package, port_variable
+from tickwatch_devstack.services import (
+    DEFAULT_PORTS,
+    GATEWAY_OPS_PORT,
+    SERVICES,
+    package,
+    port_variable,
+)
 from tickwatch_devstack.supervision import (
     Readiness,
     ReadinessWatch,
@@ -366,12 +372,14 @@ def _check_free(ports: dict[str, int]) -> None:
 
 
 def _kept_secret(data: Path, name: str) -> str:
-    """A random secret kept under ``.data/`` (JWT_SECRET, INTERNAL_API_SECRET) across runs."""
+    """A random secret kept under ``.data/`` (JWT_SECRET, INTERNAL_API_SECRET) across runs, so
+    logins survive a restart; made readable by its owner only from its first byte."""
     path = data / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 
@@ -434,7 +442,9 @@ def up(
         wanted["SMTP"] = ports.smtp
         wanted["mail page"] = ports.mail_http
     service_ports = {s: int(seen.get(port_variable(s)) or DEFAULT_PORTS[s]) for s in services}
-    _check_free({**wanted, **{s: p for s, p in service_ports.items()}})
+    gateway_ops_port = int(seen.get("GATEWAY_OPS_PORT") or GATEWAY_OPS_PORT)
+    ops_ports = {"gateway ops": gateway_ops_port} if "gateway" in services else {}
+    _check_free({**wanted, **service_ports, **ops_ports})
 
     run_dir.add("up", os.getpid(), "tickwatch_devstack")
     running: list[ServiceProcess] = []
@@ -490,7 +500,7 @@ def up(
                 running.append(proc)
                 run_dir.add(f"svc-{service}", proc.proc.pid, package(service))
             not_ready = wait_ready(running, ready_timeout_s, console)
-            _print_summary(console, stack, running, not_ready, repo, data)
+            _print_summary(console, stack, running, not_ready, repo, data, gateway_ops_port)
 
             def spawn(index: int) -> ServiceProcess:
                 name = services[index]
@@ -589,6 +599,7 @@ def _print_summary(
     not_ready: dict[str, str],
     repo: Path,
     data: Path,
+    gateway_ops_port: int,
 ) -> None:
     ports = {s.name: s.port for s in running}
     lines = ["", "Tickwatch is running. Ctrl-C here, or `make down`, stops everything.", ""]
@@ -598,6 +609,8 @@ def _print_summary(
             f"  API         {gw}/api/v1   (e.g. {gw}/api/v1/prices/BTC-USDT)",
             f"  API docs    {gw}/docs",
             f"  dashboard   {gw}/",
+            f"  metrics     http://127.0.0.1:{gateway_ops_port}/metrics   (the gateway's ops port;"
+            " each other service's on its own port)",
         ]
     if stack.mail_http_url:
         lines.append(

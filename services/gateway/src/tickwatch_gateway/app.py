@@ -2,15 +2,16 @@
 
 :func:`build_app` connects to nothing: each feature's ``install_*`` sets what needs no I/O and
 appends its cleanup contexts, one per resource, which aiohttp enters in this order when the
-app starts and leaves in reverse when it stops. The runtime's (pool, Redis, publisher) come
-first, so every feature's may use them; the market's hub comes before the alerts, which push
+app starts and leaves in reverse when it stops. The public app answers ``/health`` and ``/ready``
+(load balancers probe it); ``/metrics`` is only on the ops listener (:func:`build_ops_app`,
+``OPS_HOST:GATEWAY_OPS_PORT``). The runtime's (pool, Redis, publisher) come first, so every feature's may use them; the market's hub comes before the alerts, which push
 triggers through it. The API's operations are registered in the order of the OpenAPI document.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
-from tickwatch_common.ops import add_ops_routes
+from tickwatch_common.ops import add_probe_routes, ops_app
 
 from tickwatch_gateway.accounts import admit, install_accounts, register_accounts
 from tickwatch_gateway.alerts import PRODUCED as ALERT_TOPICS
@@ -54,5 +55,11 @@ def build_app(settings: Settings) -> web.Application:
     api = build_api()
     api.mount(app)
     add_docs_routes(app, api, "Tickwatch", VERSION)
-    add_ops_routes(app, SERVICE, app[CHECKS])
+    add_probe_routes(app, SERVICE, app[CHECKS])
     return app
+
+
+def build_ops_app(app: web.Application) -> web.Application:
+    """The ops listener's app for ``app`` (built by :func:`build_app`): ``/health``, ``/ready``
+    on the same checks, and ``/metrics``, which the public port does not serve."""
+    return ops_app(SERVICE, app[CHECKS])

@@ -8,13 +8,14 @@ import time
 import uuid
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import CANDLES, TICKS, Topic, all_topic_specs
 from tickwatch_devstack.infra import Stack
+from tickwatch_gateway.app import build_ops_app
 
 from .conftest import MakeClient
 
@@ -83,5 +84,6 @@ async def test_only_the_candle_group_dead_letters_and_the_feed_counts(
     [letter] = await dead_letters(stack, CANDLES, key)
     assert letter["dlq_reason"] == b"validation"
     assert await dead_letters(stack, TICKS, key) == []
-    metrics = await (await replicas[0].get("/metrics")).text()
+    async with TestClient(TestServer(build_ops_app(replicas[0].server.app))) as ops:
+        metrics = await (await ops.get("/metrics")).text()
     assert f'{SKIPPED}{{reason="validation",topic="{TICKS.name}"}}' in metrics

@@ -147,6 +147,7 @@ class Run:
         extra = {
             "gateway": {
                 "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_OPS_PORT": str(free_port()),
                 "SYMBOLS": f"BTC-USDT,ETH-USDT,{symbols}",
                 "RATE_LIMIT_DEFAULT": "1000000/minute",
                 "RATE_LIMIT_AUTH": "100000/minute",

@@ -1,7 +1,7 @@
 """``POST /ops/reconcile``: rebuild ``alerts.changes.v1`` from the tables now, answering counts.
 
-On the public port, beside ``/ready`` and ``/metrics`` (the gateway has no ops port of its
-own), behind an operator guard: a bearer JWT with ``typ: "ops"`` signed with ``JWT_SECRET``
+On the public port, beside ``/health`` and ``/ready`` (``/metrics`` is on the ops listener,
+``GATEWAY_OPS_PORT``), behind an operator guard: a bearer JWT with ``typ: "ops"`` signed with ``JWT_SECRET``
 and living at most five minutes (``python -m tickwatch_devstack reconcile`` makes one). Users'
 access tokens and API keys are refused, so only whoever holds the signing key can call it.
 Not an API operation, so not in ``/openapi.json``.

@@ -47,7 +47,7 @@ _PROCESS = uuid.uuid4().hex[:12]
 _SEQUENCE = itertools.count(1)
 
 _LOG = structlog.get_logger("tickwatch_gateway.http")
-_PROBES = frozenset({"/health", "/ready", "/metrics"})
+_PROBES = frozenset({"/health", "/ready"})
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 """The methods a metric names; any other (a client may send any token) is ``other``."""
