@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from redis.asyncio import Redis
 from tickwatch_common.events import Tick
 from tickwatch_common.kafka import kafka_producer
@@ -15,24 +16,34 @@ from tickwatch_devstack.infra import Stack, free_port
 from .conftest import MakeClient, signup
 
 
+@pytest.fixture(autouse=True)
+async def _a_window_with_time_left() -> None:
+    """The budgets are epoch-aligned fixed windows: a test whose hits straddle a window's end
+    sees its count start over (a minute window did). Hourly budgets, and a test never
+    begins in an hour's last 15 s."""
+    left_s = 3600 - time.time() % 3600
+    if left_s < 15:
+        await asyncio.sleep(left_s + 0.1)  # until the next hour begins
+
+
 async def test_rate_limit_headers_and_429_with_retry_after(make_client: MakeClient) -> None:
-    client = await make_client(rate_limit_default="3/minute")
+    client = await make_client(rate_limit_default="3/hour")
     for remaining in (2, 1, 0):
         resp = await client.get("/api/v1/markets")
         assert resp.status == 200
         assert resp.headers["RateLimit-Limit"] == "3"
         assert resp.headers["RateLimit-Remaining"] == str(remaining)
-        assert 0 < int(resp.headers["RateLimit-Reset"]) <= 60
+        assert 0 < int(resp.headers["RateLimit-Reset"]) <= 3600
     resp = await client.get("/api/v1/markets")
     assert resp.status == 429
     assert resp.content_type == "application/problem+json"
-    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert 1 <= int(resp.headers["Retry-After"]) <= 3600
     # Ops routes are not limited.
     assert (await client.get("/health")).status == 200
 
 
 async def test_login_has_a_stricter_budget_per_ip(make_client: MakeClient) -> None:
-    client = await make_client(rate_limit_auth="2/minute")
+    client = await make_client(rate_limit_auth="2/hour")
     body = {"email": "guess@example.com", "password": "password-guess"}
     statuses = [(await client.post("/api/v1/auth/login", json=body)).status for _ in range(3)]
     assert statuses == [401, 401, 429]
@@ -41,7 +52,7 @@ async def test_login_has_a_stricter_budget_per_ip(make_client: MakeClient) -> No
 
 
 async def test_users_are_limited_separately_from_anonymous_callers(make_client: MakeClient) -> None:
-    client = await make_client(rate_limit_default="2/minute")
+    client = await make_client(rate_limit_default="2/hour")
     user = await signup(client)
     for _ in range(2):
         await client.get("/api/v1/markets")
@@ -100,8 +111,8 @@ async def test_replicas_share_one_budget_through_redis(
     stack: Stack, make_client: MakeClient
 ) -> None:
     prefix = f"shared-{time.time_ns()}:"
-    one = await make_client(rate_limit_default="4/minute", redis_prefix=prefix)
-    two = await make_client(rate_limit_default="4/minute", redis_prefix=prefix)
+    one = await make_client(rate_limit_default="4/hour", redis_prefix=prefix)
+    two = await make_client(rate_limit_default="4/hour", redis_prefix=prefix)
     for _ in range(4):
         assert (await one.get("/api/v1/markets")).status == 200
     redis = Redis.from_url(stack.redis_url)
