@@ -10,7 +10,7 @@ dependency): a query that does not parse fails here, not on a dashboard. Beside 
 file has Prometheus's rule-group shape with ``for``, a severity, a concern and a summary and
 description on each alert, and the README explains each one; every dashboard loads, has its own
 uid and title, and each panel the provisioned datasource and a query; the scrape targets are the
-compose services on the ports their Settings default to.
+compose services on the ports their Settings default to, which the k8s pods name too.
 """
 
 from __future__ import annotations
@@ -331,3 +331,17 @@ def test_compose_mounts_these_files_where_the_configs_read_them_on_pinned_images
     assert grafana[provider["options"]["path"]] == "./grafana/dashboards"
     datasource = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090"
+
+
+def test_each_k8s_pod_names_the_port_its_metrics_are_scraped_on_in_compose() -> None:
+    """A Prometheus in the cluster finds each service where the compose one does."""
+    for service, (module, field) in METRICS_PORTS.items():
+        path = ROOT / "deploy" / "k8s" / "base" / service / "deployment.yaml"
+        deployment = yaml.safe_load(path.read_text())
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        port = importlib.import_module(module).Settings.model_fields[field].default
+        assert annotations == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }, service
