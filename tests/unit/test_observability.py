@@ -322,7 +322,7 @@ def test_compose_mounts_these_files_where_the_configs_read_them_on_pinned_images
         folder, _, glob = pattern.rpartition("/")
         assert sorted((OBSERVABILITY / mounts[folder]).glob(glob)) == RULE_FILES
     assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus/prometheus.yml"
-    assert services["grafana"]["ports"] == ["3000:3000"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
     # Published, so its password has no default: compose refuses to start without one.
     password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?"), password
