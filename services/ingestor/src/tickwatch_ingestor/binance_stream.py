@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -37,7 +36,6 @@ from tickwatch_common.events.base import now_ms
 from tickwatch_ingestor.binance_rest import BinanceRest, BinanceRestError
 from tickwatch_ingestor.feed import BinanceFeed, KlineGap
 from tickwatch_ingestor.metrics import (
-    CONNECTIONS,
     DUPLICATES_DROPPED,
     GAPS_DETECTED,
     GAPS_FILLED,
@@ -54,10 +52,9 @@ from tickwatch_ingestor.normalise import (
 )
 from tickwatch_ingestor.settings import Settings
 from tickwatch_ingestor.sink import EventSink
+from tickwatch_ingestor.ws_connection import FeedConnection, LossBackoff, open_with_backoff
 
 log = structlog.get_logger(__name__)
-
-_conn_ids = itertools.count(1)
 
 
 class RateLimiter:
@@ -76,68 +73,6 @@ class RateLimiter:
             self._next = max(now, self._next) + self.interval
 
 
-class Connection:
-    """One WebSocket and the task reading it into the feed."""
-
-    def __init__(self, shard: Shard, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.shard = shard
-        self.ws = ws
-        self.id = next(_conn_ids)
-        self.opened = time.monotonic()
-        self.first_data = asyncio.Event()
-        self.end_cause = ""
-        self.task = asyncio.create_task(self._pump(), name=f"binance-conn-{self.id}")
-
-    async def _pump(self) -> None:
-        shard = self.shard
-        silence = shard.silence_timeout_s
-        loop = asyncio.get_running_loop()
-        try:
-            # The watchdog counts from the last *data* frame: pings are answered inside
-            # receive() (autoping) and would restart a per-read timeout, so the deadline is
-            # kept here, around receive().
-            deadline = loop.time() + silence
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        msg = await self.ws.receive()
-                except TimeoutError:
-                    self.end_cause = "silence"
-                    return
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    deadline = loop.time() + silence
-                    self.first_data.set()
-                    await shard.source.on_frame(msg.data)
-                elif msg.type is aiohttp.WSMsgType.BINARY:
-                    MESSAGES_REJECTED.labels("binance", "binary_frame").inc()
-                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
-                    self.end_cause = "server_closed"
-                    return
-                elif msg.type is aiohttp.WSMsgType.CLOSED:
-                    self.end_cause = "closed"
-                    return
-                elif msg.type is aiohttp.WSMsgType.ERROR:
-                    self.end_cause = "error"
-                    return
-        except asyncio.CancelledError:
-            self.end_cause = self.end_cause or "replaced"
-            raise
-        finally:
-            await self._close()
-
-    async def _close(self) -> None:
-        with contextlib.suppress(
-            TimeoutError, aiohttp.ClientError, OSError, asyncio.CancelledError
-        ):
-            await asyncio.wait_for(asyncio.shield(self.ws.close()), 2)
-
-    async def stop(self, cause: str) -> None:
-        self.end_cause = cause
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-
 class Shard:
     def __init__(self, source: BinanceSource, index: int, markets: Sequence[Market]) -> None:
         self.source = source
@@ -148,7 +83,7 @@ class Shard:
         self.silence_timeout_s = s.binance_silence_timeout_s
         self.lifetime_s = s.binance_connection_lifetime_s
         self.limiter = RateLimiter(s.binance_max_messages_per_s)
-        self.current: Connection | None = None
+        self.current: FeedConnection | None = None
         self.connected = False
         self.switchovers = 0
         self.reconnects = 0
@@ -157,7 +92,7 @@ class Shard:
         named = self.streams[: self.source.settings.binance_url_streams_max]
         return f"{self.source.settings.binance_ws_url.rstrip('/')}/stream?streams={'/'.join(named)}"
 
-    async def _open(self) -> Connection:
+    async def _open(self) -> FeedConnection:
         s = self.source.settings
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that lands
         # as the connect completes, and the reconnect loop would then never stop.
@@ -173,10 +108,12 @@ class Shard:
         except BaseException:
             await ws.close()
             raise
-        conn = Connection(self, ws)
-        CONNECTIONS.labels("binance").inc()
-        conn.task.add_done_callback(lambda _: CONNECTIONS.labels("binance").dec())
-        return conn
+        return FeedConnection(
+            ws,
+            source="binance",
+            silence_timeout_s=self.silence_timeout_s,
+            on_frame=self.source.on_frame,
+        )
 
     async def _subscribe_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """SUBSCRIBE the streams the URL did not name, within the outgoing message limit."""
@@ -190,38 +127,25 @@ class Shard:
                 )
             )
 
-    async def _open_with_backoff(self, why: str) -> Connection:
+    async def _open_with_backoff(self, why: str) -> FeedConnection:
         s = self.source.settings
-        backoff = Backoff(initial_s=s.binance_reconnect_initial_s, cap_s=s.binance_reconnect_cap_s)
-        while True:
-            raise_if_cancelling()
-            try:
-                conn = await self._open()
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                delay = backoff.next_delay()
-                RECONNECTS.labels("binance", "connect_failed").inc()
-                log.warning(
-                    "binance_connect_failed",
-                    shard=self.index,
-                    error=f"{type(exc).__name__}: {exc}"[:300],
-                    retry_in_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-                continue
-            log.info(
-                "binance_connected",
-                shard=self.index,
-                conn=conn.id,
-                streams=len(self.streams),
-                why=why,
-            )
-            return conn
+        conn = await open_with_backoff(
+            self._open,
+            source="binance",
+            initial_s=s.binance_reconnect_initial_s,
+            cap_s=s.binance_reconnect_cap_s,
+            shard=self.index,
+        )
+        log.info(
+            "binance_connected", shard=self.index, conn=conn.id, streams=len(self.streams), why=why
+        )
+        return conn
 
     async def run(self) -> None:
         why = "start"
-        failures = Backoff(
-            initial_s=self.source.settings.binance_reconnect_initial_s,
-            cap_s=self.source.settings.binance_reconnect_cap_s,
+        failures = LossBackoff(
+            self.source.settings.binance_reconnect_initial_s,
+            self.source.settings.binance_reconnect_cap_s,
         )
         try:
             while True:
@@ -241,20 +165,14 @@ class Shard:
                     self.reconnects += 1
                     cause = conn.end_cause or "unknown"
                     RECONNECTS.labels("binance", cause).inc()
-                    lived = time.monotonic() - conn.opened
                     log.warning(
                         "binance_disconnected",
                         shard=self.index,
                         conn=conn.id,
                         cause=cause,
-                        lived_s=round(lived, 1),
+                        lived_s=round(conn.lived_s, 1),
                     )
-                    if lived > 30:
-                        failures.reset()
-                    if failures.attempt:
-                        await asyncio.sleep(failures.next_delay())
-                    else:
-                        failures.attempt += 1
+                    await failures.pause(conn.lived_s)
                     why = cause
                     continue
                 await self._switch_over(conn)
@@ -262,7 +180,7 @@ class Shard:
             if self.current is not None:
                 await self.current.stop("shutdown")
 
-    async def _switch_over(self, old: Connection) -> None:
+    async def _switch_over(self, old: FeedConnection) -> None:
         """Open the replacement while the old connection still runs; close the old one after."""
         new = await self._open_with_backoff("lifetime")
         first = asyncio.ensure_future(new.first_data.wait())
@@ -360,6 +278,7 @@ class BinanceSource:
             tasks.create_task(self.fill_gaps())
 
     async def on_frame(self, raw: str) -> None:
+        """One frame of any shard's connection (never ends the connection: answers ``None``)."""
         assert self.feed is not None
         try:
             out = self.feed.handle(raw, now_ms())

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from tickwatch_common.events import Candle, Tick
 from tickwatch_common.events.base import MINUTE_MS
 
@@ -21,6 +20,7 @@ from tickwatch_ingestor.normalise import (
     Rejected,
     Stats24h,
     TickFactory,
+    json_frame,
     kline_candle,
     mini_ticker_stats,
 )
@@ -75,14 +75,7 @@ class BinanceFeed:
 
     def handle(self, raw: str | bytes, ts_ingest: int) -> Outcome:
         """One combined-stream frame. Raises :class:`Rejected` for anything malformed."""
-        try:
-            # orjson: ~5x faster than json on this path. Binance sends every decimal as a
-            # string; a bare JSON number would come out a float, which Tick refuses.
-            frame = orjson.loads(raw)
-        except (ValueError, TypeError):
-            raise Rejected("malformed_json") from None
-        if not isinstance(frame, dict):
-            raise Rejected("not_an_object")
+        frame = json_frame(raw)
         data = frame.get("data")
         if not isinstance(data, dict):
             if "result" in frame and "id" in frame:

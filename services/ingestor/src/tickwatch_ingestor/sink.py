@@ -99,7 +99,9 @@ class EventSink:
         self._inflight: set[asyncio.Future[Any]] = set()
         self._tick_tally: Tally[tuple[str, str]] = Tally()
         self._candle_tally: Tally[tuple[str, str]] = Tally()
-        self._lag = {s: LAG_SECONDS.labels(s) for s in ("binance", "coingecko", "replay")}
+        self._lag = {
+            s: LAG_SECONDS.labels(s) for s in ("binance", "coingecko", "coinbase", "replay")
+        }
         self._lags: list[tuple[str, int]] = []
         self._metrics_at = 0.0
         self._metrics_timer: asyncio.TimerHandle | None = None

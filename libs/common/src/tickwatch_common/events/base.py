@@ -31,7 +31,7 @@ and refuses floats."""
 
 Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN, examples=["BTC-USDT"])]
 EpochMs = Annotated[int, Field(ge=0, description="Epoch milliseconds, UTC")]
-Source = Literal["binance", "coingecko", "replay"]
+Source = Literal["binance", "coingecko", "coinbase", "replay"]
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 MINUTE_MS = 60_000
 INTERVAL_MS: dict[str, int] = {
