@@ -1,5 +1,5 @@
-"""Test-only support: local servers that speak the Binance and CoinGecko protocols, and a topic
-reader, for tests and benchmarks.
+"""Test-only support: local servers that speak the Binance, CoinGecko and Coinbase protocols,
+and a topic reader, for tests and benchmarks.
 
 Built from the wire-format samples in ``services/ingestor/tests/fixtures``. It is a dev
 dependency of the workspace only: no service depends on it and no image installs it (the
@@ -7,6 +7,7 @@ dependency of the workspace only: no service depends on it and no image installs
 """
 
 from tickwatch_testkit.fake_binance import FakeBinance
+from tickwatch_testkit.fake_coinbase import FakeCoinbase
 from tickwatch_testkit.fake_coingecko import FakeCoinGecko
 
-__all__ = ["FakeBinance", "FakeCoinGecko"]
+__all__ = ["FakeBinance", "FakeCoinGecko", "FakeCoinbase"]

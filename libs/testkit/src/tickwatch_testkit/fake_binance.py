@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tickwatch_testkit.loopback_ws import LoopbackConnections
+
 MINUTE_MS = 60_000
 INTERVALS = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 
@@ -107,7 +109,7 @@ def synthetic_kline(symbol: str, interval: str, open_time: int) -> list[Any]:
     ]
 
 
-class FakeBinance:
+class FakeBinance(LoopbackConnections[WsConn]):
     def __init__(
         self,
         markets: dict[str, tuple[str, str]] | None = None,
@@ -116,6 +118,7 @@ class FakeBinance:
         ping_payload: bytes = b"tickwatch-ping",
         lifetime_s: float | None = None,
     ) -> None:
+        super().__init__()
         # exchange symbol -> (base, quote)
         self.markets: dict[str, tuple[str, str]] = markets or {"BTCUSDT": ("BTC", "USDT")}
         # exchangeInfo per exchange symbol: its filters (default_filters() where unset) and
@@ -125,7 +128,6 @@ class FakeBinance:
         self.ping_interval_s = ping_interval_s
         self.ping_payload = ping_payload
         self.lifetime_s = lifetime_s
-        self.conns: list[WsConn] = []
         self.connects = 0
         self.agg_ids: dict[str, int] = {}
         self.rest_failures: list[tuple[int, dict[str, str]]] = []
@@ -133,7 +135,6 @@ class FakeBinance:
         self.used_weight = 0
         self.silent = False
         self._runner: web.AppRunner | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
 
     # -------------------------------------------------------------- lifecycle
@@ -159,8 +160,7 @@ class FakeBinance:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
+        self._cancel_tasks()
         await self.drop_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -174,10 +174,6 @@ class FakeBinance:
             await self.stop()
 
     # -------------------------------------------------------------- WebSocket
-
-    @property
-    def open_conns(self) -> list[WsConn]:
-        return [c for c in self.conns if not c.closed]
 
     async def _stream(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=False)
@@ -215,12 +211,6 @@ class FakeBinance:
             conn.streams.difference_update(req.get("params", []))
         await conn.ws.send_str(json.dumps({"result": None, "id": req.get("id")}))
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def _pinger(self, conn: WsConn) -> None:
         if not self.ping_interval_s:
             return
@@ -232,15 +222,6 @@ class FakeBinance:
     async def _cut_after(self, conn: WsConn, seconds: float) -> None:
         await asyncio.sleep(seconds)
         await self._close(conn)
-
-    async def _close(self, conn: WsConn) -> None:
-        conn.closed = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.ws.close(), 2)
-
-    async def drop_all(self) -> None:
-        """Forced disconnect of every open connection."""
-        await asyncio.gather(*(self._close(c) for c in self.open_conns))
 
     async def _send(self, stream: str, data: dict[str, Any]) -> int:
         if self.silent:

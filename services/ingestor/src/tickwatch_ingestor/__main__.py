@@ -37,6 +37,7 @@ from tickwatch_ingestor.backfill import (
 )
 from tickwatch_ingestor.binance_rest import BinanceRest, BinanceRestError
 from tickwatch_ingestor.binance_stream import BinanceSource
+from tickwatch_ingestor.coinbase_stream import CoinbaseSource
 from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoPoller, coingecko_ids
 from tickwatch_ingestor.instruments import run_instruments
 from tickwatch_ingestor.normalise import exchange_symbol_guess, markets_from_exchange_info
@@ -83,7 +84,7 @@ async def market_sources(
 ) -> list[Source]:
     """Probe the live sources the settings want, choose (``source_choice``), build what runs."""
     symbols = settings.symbol_list
-    wanted = wanted_sources(names, symbols)
+    wanted = wanted_sources(names, symbols, settings.coinbase_symbol_list)
     gecko = (
         CoinGeckoClient(
             http,
@@ -103,11 +104,13 @@ async def market_sources(
             list(wanted.binance_symbols),
             want_binance=bool(wanted.binance_symbols),
             timeout_s=settings.market_probe_timeout_s,
+            coinbase_ws_url=settings.coinbase_ws_url if wanted.coinbase_symbols else None,
         )
     choice = choose_sources(
         wanted,
         binance_reachable=found.binance_reachable,
         coingecko_reachable=found.coingecko_reachable,
+        coinbase_reachable=found.coinbase_reachable,
         fallback=settings.market_fallback,
     )
     if choice.mode == "replay":
@@ -118,6 +121,7 @@ async def market_sources(
                 message=FALLBACK_MESSAGE,
                 binance_error=found.binance_error,
                 coingecko_error=found.coingecko_error,
+                coinbase_error=found.coinbase_error,
             )
         else:
             log.info("market_sources", mode="replay", reason=choice.reason)
@@ -129,6 +133,7 @@ async def market_sources(
             message="neither Binance nor CoinGecko is reachable; MARKET_FALLBACK=none, retrying",
             binance_error=found.binance_error,
             coingecko_error=found.coingecko_error,
+            coinbase_error=found.coinbase_error,
         )
 
     live: list[Source] = []
@@ -148,6 +153,8 @@ async def market_sources(
         # One /simple/price call per poll (all ids at once), never faster than the plan allows.
         interval = max(settings.coingecko_poll_interval_s, 60 / settings.coingecko_calls_per_min)
         live.append(CoinGeckoPoller(gecko, sink, ids, interval_s=interval))
+    if choice.coinbase_symbols:
+        live.append(CoinbaseSource(settings, http, sink, list(choice.coinbase_symbols)))
     status.mode, status.sources = "live", live
     log.info("market_sources", mode="live", sources=[s.name for s in live])
     return live

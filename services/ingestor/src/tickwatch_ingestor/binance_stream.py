@@ -52,7 +52,12 @@ from tickwatch_ingestor.normalise import (
 )
 from tickwatch_ingestor.settings import Settings
 from tickwatch_ingestor.sink import EventSink
-from tickwatch_ingestor.ws_connection import FeedConnection, LossBackoff, open_with_backoff
+from tickwatch_ingestor.ws_connection import (
+    FeedConnection,
+    LossBackoff,
+    open_with_backoff,
+    record_loss,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -163,15 +168,7 @@ class Shard:
                     self.connected = False
                     self.current = None
                     self.reconnects += 1
-                    cause = conn.end_cause or "unknown"
-                    RECONNECTS.labels("binance", cause).inc()
-                    log.warning(
-                        "binance_disconnected",
-                        shard=self.index,
-                        conn=conn.id,
-                        cause=cause,
-                        lived_s=round(conn.lived_s, 1),
-                    )
+                    cause = record_loss(conn, shard=self.index)
                     await failures.pause(conn.lived_s)
                     why = cause
                     continue

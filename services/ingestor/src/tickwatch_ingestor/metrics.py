@@ -67,3 +67,8 @@ INSTRUMENT_REFRESH_FAILURES = Counter(
     "Rounds of fetching or publishing trading rules that failed (retried with backoff)",
     ["source"],
 )
+SUBSCRIPTION_ERRORS = Counter(
+    "tickwatch_ingestor_subscription_errors_total",
+    "Subscriptions a streaming source refused (the connection is replaced, with backoff)",
+    ["source"],
+)

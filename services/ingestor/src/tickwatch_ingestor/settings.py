@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from tickwatch_common.events.base import SYMBOL_PATTERN
 from tickwatch_common.settings import KafkaSettings, SymbolsSettings
 
-KNOWN_SOURCES = ("binance", "coingecko", "replay")
+KNOWN_SOURCES = ("binance", "coingecko", "coinbase", "replay")
 
 
 class Settings(KafkaSettings, SymbolsSettings):
@@ -65,6 +67,25 @@ class Settings(KafkaSettings, SymbolsSettings):
     )
     coingecko_timeout_s: float = 10.0
 
+    coinbase_ws_url: str = "wss://advanced-trade-ws.coinbase.com"
+    coinbase_symbols: str = Field(
+        default="BTC-USD,BTC-USDC",
+        description="Markets streamed from Coinbase when MARKET_SOURCES names `coinbase`, as"
+        " Coinbase's product ids (BASE-QUOTE, the same as Tickwatch symbols).",
+    )
+    coinbase_ticker: bool = Field(
+        default=True,
+        description="Also subscribe to `ticker`: best bid, ask and 24 h change on the ticks.",
+    )
+    coinbase_silence_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Replace a connection that delivered nothing for this long (heartbeats: 1/s).",
+    )
+    coinbase_connect_timeout_s: float = 10.0
+    coinbase_reconnect_initial_s: float = 0.2
+    coinbase_reconnect_cap_s: float = 30.0
+
     instruments_refresh_s: float = Field(
         default=3600.0,
         gt=0,
@@ -87,6 +108,18 @@ class Settings(KafkaSettings, SymbolsSettings):
         if unknown:
             raise ValueError(f"MARKET_SOURCES: unknown source(s) {unknown}; known: {KNOWN_SOURCES}")
         return names
+
+    @field_validator("coinbase_symbols")
+    @classmethod
+    def _coinbase_products(cls, value: str) -> str:
+        bad = [s for s in value.split(",") if s.strip() and not re.match(SYMBOL_PATTERN, s.strip())]
+        if bad:
+            raise ValueError(f"not BASE-QUOTE product ids: {bad}")
+        return value
+
+    @property
+    def coinbase_symbol_list(self) -> list[str]:
+        return [s.strip() for s in self.coinbase_symbols.split(",") if s.strip()]
 
     @property
     def coingecko_id_overrides(self) -> dict[str, str]:

@@ -27,6 +27,7 @@ class Wanted:
     replay: bool = False  # MARKET_SOURCES names replay: nothing live is probed or run
     binance_symbols: tuple[str, ...] = ()  # the symbols Binance trades; empty: no Binance
     coingecko: bool = False
+    coinbase_symbols: tuple[str, ...] = ()  # COINBASE_SYMBOLS; empty: no Coinbase
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,22 @@ class Choice:
     reason: str = ""
     binance_symbols: tuple[str, ...] = ()
     coingecko: bool = False
+    coinbase_symbols: tuple[str, ...] = ()
     unreachable: bool = False
 
 
-def wanted_sources(names: Sequence[str], symbols: Sequence[str]) -> Wanted:
-    """``names`` as in MARKET_SOURCES; Binance has no ``*-USD`` markets (CoinGecko's quote)."""
+def wanted_sources(
+    names: Sequence[str], symbols: Sequence[str], coinbase_symbols: Sequence[str] = ()
+) -> Wanted:
+    """``names`` as in MARKET_SOURCES; Binance has no ``*-USD`` markets (CoinGecko's quote).
+    Coinbase streams its own list of markets (``coinbase_symbols``), not SYMBOLS."""
     if "replay" in names:
         return Wanted(replay=True)
     binance = tuple(s for s in symbols if split_symbol(s)[1] != "USD")
     return Wanted(
-        binance_symbols=binance if "binance" in names else (), coingecko="coingecko" in names
+        binance_symbols=binance if "binance" in names else (),
+        coingecko="coingecko" in names,
+        coinbase_symbols=tuple(coinbase_symbols) if "coinbase" in names else (),
     )
 
 
@@ -56,14 +63,17 @@ def choose_sources(
     *,
     binance_reachable: bool,
     coingecko_reachable: bool,
+    coinbase_reachable: bool = False,
     fallback: Literal["replay", "none"],
 ) -> Choice:
     """Every wanted live source runs when at least one answered (one that did not keeps
     retrying); when none did, the replay session runs instead unless ``fallback`` is ``none``."""
     if wanted.replay:
         return Choice("replay", FORCED_REPLAY)
-    answered = (bool(wanted.binance_symbols) and binance_reachable) or (
-        wanted.coingecko and coingecko_reachable
+    answered = (
+        (bool(wanted.binance_symbols) and binance_reachable)
+        or (wanted.coingecko and coingecko_reachable)
+        or (bool(wanted.coinbase_symbols) and coinbase_reachable)
     )
     if not answered and fallback == "replay":
         return Choice("replay", FALLBACK_REPLAY, unreachable=True)
@@ -71,5 +81,6 @@ def choose_sources(
         "live",
         binance_symbols=wanted.binance_symbols,
         coingecko=wanted.coingecko,
+        coinbase_symbols=wanted.coinbase_symbols,
         unreachable=not answered,
     )

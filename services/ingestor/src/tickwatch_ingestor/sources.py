@@ -35,10 +35,12 @@ class ProbeResult:
     binance_error: str | None = None
     coingecko_reachable: bool = False
     coingecko_error: str | None = None
+    coinbase_reachable: bool = False
+    coinbase_error: str | None = None
 
     @property
     def any_live(self) -> bool:
-        return self.binance_reachable or self.coingecko_reachable
+        return self.binance_reachable or self.coingecko_reachable or self.coinbase_reachable
 
 
 async def probe(
@@ -49,8 +51,10 @@ async def probe(
     *,
     want_binance: bool,
     timeout_s: float,
+    coinbase_ws_url: str | None = None,
 ) -> ProbeResult:
-    """Ask both live sources at once, each bounded by ``timeout_s`` and tried once."""
+    """Ask the live sources at once, each bounded by ``timeout_s`` and tried once (Coinbase:
+    the WebSocket handshake at ``coinbase_ws_url``, closed at once)."""
     result = ProbeResult()
 
     async def binance() -> None:
@@ -73,7 +77,21 @@ async def probe(
             result.coingecko_error = str(exc) or type(exc).__name__
             result.coingecko_reachable = getattr(exc, "status", None) is not None
 
+    async def coinbase() -> None:
+        assert coinbase_ws_url is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                ws = await http.ws_connect(coinbase_ws_url)
+                await ws.close()
+            result.coinbase_reachable = True
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            result.coinbase_error = str(exc) or type(exc).__name__
+            # A handshake answered with an HTTP status: the server is there.
+            result.coinbase_reachable = getattr(exc, "status", None) is not None
+
     jobs = []
+    if coinbase_ws_url is not None:
+        jobs.append(coinbase())
     if want_binance:
         jobs.append(binance())
     if coingecko is not None:

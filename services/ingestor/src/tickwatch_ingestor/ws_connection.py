@@ -4,6 +4,7 @@
   replaced when it delivers no data for ``silence_timeout_s`` (the watchdog) or when the
   handler says so (a sequence gap, a refused subscription);
 - :func:`open_with_backoff`: connect until it works, capped exponential backoff with jitter;
+- :func:`record_loss`: a connection that ended, counted by cause and logged;
 - :class:`LossBackoff`: after a lost connection, reconnect at once the first time and back
   off when losses repeat, starting over once a connection has lived a while.
 """
@@ -140,6 +141,20 @@ async def open_with_backoff(
                 retry_in_s=round(delay, 3),
             )
             await asyncio.sleep(delay)
+
+
+def record_loss(conn: FeedConnection, **log_fields: Any) -> str:
+    """Count and log a connection that ended; answers its cause."""
+    cause = conn.end_cause or "unknown"
+    RECONNECTS.labels(conn.source, cause).inc()
+    log.warning(
+        f"{conn.source}_disconnected",
+        **log_fields,
+        conn=conn.id,
+        cause=cause,
+        lived_s=round(conn.lived_s, 1),
+    )
+    return cause
 
 
 class LossBackoff:

@@ -90,3 +90,34 @@ def test_a_source_that_answered_but_is_not_wanted_does_not_count() -> None:
         wanted, binance_reachable=False, coingecko_reachable=True, fallback="replay"
     )
     assert choice.mode == "replay"
+
+
+def test_coinbase_runs_its_own_markets_only_when_market_sources_names_it() -> None:
+    coinbase = ["BTC-USD", "BTC-USDC"]
+    assert wanted_sources(["binance", "coingecko"], SYMBOLS, coinbase).coinbase_symbols == ()
+    wanted = wanted_sources(["binance", "coinbase"], SYMBOLS, coinbase)
+    assert wanted == Wanted(
+        binance_symbols=("BTC-USDT", "ETH-USDT"), coinbase_symbols=("BTC-USD", "BTC-USDC")
+    )
+    choice = choose_sources(
+        wanted,
+        binance_reachable=False,
+        coingecko_reachable=False,
+        coinbase_reachable=True,
+        fallback="replay",
+    )
+    assert choice == Choice(
+        "live", binance_symbols=("BTC-USDT", "ETH-USDT"), coinbase_symbols=("BTC-USD", "BTC-USDC")
+    )
+
+
+def test_coinbase_alone_and_unreachable_falls_back_to_replay() -> None:
+    wanted = wanted_sources(["coinbase"], SYMBOLS, ["BTC-USD"])
+    choice = choose_sources(
+        wanted,
+        binance_reachable=True,  # answered, but not wanted
+        coingecko_reachable=True,
+        coinbase_reachable=False,
+        fallback="replay",
+    )
+    assert choice == Choice("replay", FALLBACK_REPLAY, unreachable=True)
