@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -127,13 +128,13 @@ class DeadLetters:
     def __init__(
         self,
         producer: AIOKafkaProducer,
-        bootstrap_servers: str,
+        connection: Mapping[str, Any],
         *,
         tail_entries: int = TAIL_ENTRIES,
         timeout_s: float = TAIL_TIMEOUT_S,
     ) -> None:
         self.producer = producer
-        self.bootstrap_servers = bootstrap_servers
+        self.connection = connection  # tickwatch_common.kafka.client_options of the producer
         self.tail_entries = tail_entries
         self.timeout_s = timeout_s
         self._sources: set[str] = set()
@@ -201,7 +202,7 @@ class DeadLetters:
     async def _started_reader(self) -> AIOKafkaConsumer:
         if self._reader is None:
             reader = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
+                **self.connection,
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

@@ -23,14 +23,22 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
+    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
 )
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -59,6 +67,63 @@ CORRELATION_HEADER = "correlation_id"
 STOP_TIMEOUT_S = 3.0  # a producer's or consumer's graceful stop, before it is abandoned
 
 
+def client_options(kafka: KafkaSettings | str) -> dict[str, Any]:
+    """The connection keyword arguments of every aiokafka client (producer, consumer, admin):
+    the bootstrap servers and, from the settings, the security protocol, the SASL principal
+    and the TLS context (the CA verified, the broker's host name checked). A plain string is
+    the bootstrap servers of a PLAINTEXT broker (the tests' and ``make run``'s)."""
+    if isinstance(kafka, str):
+        return {"bootstrap_servers": kafka}
+    protocol = kafka.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.kafka_bootstrap_servers,
+        "security_protocol": protocol,
+    }
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = kafka.kafka_sasl_mechanism
+        options["sasl_plain_username"] = kafka.kafka_sasl_username
+        options["sasl_plain_password"] = kafka.kafka_sasl_password.get_secret_value()
+    if protocol.endswith("SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=kafka.kafka_ssl_cafile or None,
+            certfile=kafka.kafka_ssl_certfile or None,
+            keyfile=kafka.kafka_ssl_keyfile or None,
+        )
+    return options
+
+
+class KafkaLoginRefused(AuthenticationFailedError):  # type: ignore[misc]
+    """The broker refused this service's SASL login: a wrong password or an unknown user. Not
+    retried (it would only be refused again), unlike an unreachable broker."""
+
+
+async def login_refusal(connection: dict[str, Any], timeout_s: float = 10.0) -> Exception | None:
+    """Why a client with ``connection`` (:func:`client_options`) could not start, when the
+    reason is the broker refusing its login: aiokafka's bootstrap logs that and raises only
+    "Unable to bootstrap". One connection to the first bootstrap server tells."""
+    if not str(connection.get("security_protocol", "")).startswith("SASL_"):
+        return None
+    first = str(connection["bootstrap_servers"]).split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    keys = ("security_protocol", "ssl_context", "sasl_mechanism", "sasl_plain_username")
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host or first,
+                int(port or 9092),
+                request_timeout_ms=int(timeout_s * 1000),
+                sasl_plain_password=connection.get("sasl_plain_password"),
+                **{k: connection[k] for k in keys if k in connection},
+            )
+    except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
+        refused: Exception = exc  # aiokafka's errors are untyped
+        return refused
+    except Exception:
+        return None  # unreachable, or slow: not a refusal
+    conn.close()
+    return None
+
+
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (murmur2, positive)."""
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
@@ -81,6 +146,12 @@ class Delivered:
 # its metadata never arriving, or a partition the producer's metadata lacks (aiokafka asserts
 # "Unrecognized partition" when a topic has fewer partitions than the contract).
 REPAIRABLE = (UnknownTopicOrPartitionError, KafkaTimeoutError, AssertionError)
+# The broker's ACLs refuse this principal: retrying cannot help (tickwatch_common.bus_access).
+REFUSED = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+)
 PUBLISH_TIMEOUT_S = 60.0  # longest publish(), repairs and retries included
 REPAIR_AFTER_S = 5.0  # an acknowledgement this late: check the topic (the idempotent producer
 # retries a deleted topic's batch forever, so the send itself never fails)
@@ -93,12 +164,12 @@ class TopicRepairer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaSettings | str,
         *,
         interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self.interval_s = interval_s
         self.clock = clock
         self._last: dict[str, float] = {}
@@ -112,7 +183,7 @@ class TopicRepairer:
             self._last[topic] = self.clock()
             self.runs += 1
             try:
-                await ensure_topics(self.bootstrap_servers, timeout_s=15, names={topic})
+                await ensure_topics(self.kafka, timeout_s=15, names={topic})
             except Exception as exc:
                 log.warning("topic_repair_failed", topic=topic, error=repr(exc))
             with suppress(Exception):
@@ -124,7 +195,8 @@ class Publisher:
 
     Every send's outcome is recorded in ``outcomes`` (the ``publishing`` readiness check). A send
     refused because its topic or partition is unknown has the topic repaired (``repairer``) and
-    is tried again, with a backoff, within ``PUBLISH_TIMEOUT_S``."""
+    is tried again, with a backoff, within ``PUBLISH_TIMEOUT_S``. ``connection`` is the
+    :func:`client_options` the producer was made with (the dead letters' reader uses them)."""
 
     def __init__(
         self,
@@ -132,8 +204,10 @@ class Publisher:
         *,
         repairer: TopicRepairer | None = None,
         outcomes: PublishOutcomes | None = None,
+        connection: dict[str, Any] | None = None,
     ) -> None:
         self.producer = producer
+        self.connection = connection
         self.repairer = repairer
         self.outcomes = outcomes or PublishOutcomes()
 
@@ -261,9 +335,10 @@ async def kafka_producer(
     made as the contract says, with their ``.dlq``, before it starts."""
     if topics:
         names = {name for t in topics for name in (t.name, t.dlq)}
-        await ensure_topics(settings.kafka_bootstrap_servers, names=names)
+        await ensure_topics(settings, names=names)
+    connection = client_options(settings)
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **connection,
         "acks": "all",
         "enable_idempotence": settings.kafka_enable_idempotence,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
@@ -271,13 +346,18 @@ async def kafka_producer(
     }
     options.update(overrides)
     producer = AIOKafkaProducer(**options)
-    await _start_with_retry(producer.start, "producer")
+    try:
+        await _start_with_retry(producer.start, "producer", connection)
+    except BaseException:
+        await _abandon_producer(producer)()  # its client's connections closed, nothing leaked
+        raise
     overdue_s = max(30.0, 2 * settings.kafka_request_timeout_ms / 1000)
     try:
         yield Publisher(
             producer,
-            repairer=TopicRepairer(settings.kafka_bootstrap_servers),
+            repairer=TopicRepairer(settings),
             outcomes=PublishOutcomes(overdue_s=overdue_s),
+            connection=connection,
         )
     finally:
         await _stop_within("producer", producer.stop, STOP_TIMEOUT_S, _abandon_producer(producer))
@@ -297,8 +377,9 @@ async def kafka_consumer(
     finished, the group left) for at most ``STOP_TIMEOUT_S``, and abandoned past that or when
     cancelled meanwhile; one whose start never finished (with a group, start waits for the
     join, which takes seconds) is abandoned at once. See :func:`_abandon_consumer`."""
+    connection = client_options(settings)
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **connection,
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -314,7 +395,7 @@ async def kafka_consumer(
     consumer = AIOKafkaConsumer(*[t.name for t in topics], **options)
     abandon = _abandon_consumer(consumer)
     try:
-        await _start_with_retry(consumer.start, "consumer")
+        await _start_with_retry(consumer.start, "consumer", connection)
     except BaseException:
         await abandon()
         raise
@@ -401,14 +482,30 @@ async def _cancel_and_close(
             await close()
 
 
-async def _start_with_retry(start: Callable[[], Awaitable[None]], what: str) -> None:
+async def _start_with_retry(
+    start: Callable[[], Awaitable[None]], what: str, connection: dict[str, Any] | None = None
+) -> None:
+    """``start()``, retried for a minute (the broker may come up after the service), except
+    when the broker refuses the login (:class:`KafkaLoginRefused`) or its ACLs refuse the
+    principal (``REFUSED``): those are raised at once."""
     backoff = Backoff(initial_s=0.2, cap_s=5.0)
     deadline = time.monotonic() + 60
     while True:
         try:
             await start()
             return
+        except REFUSED:
+            raise
         except Exception as exc:
+            if connection is not None and isinstance(exc, KafkaConnectionError):
+                refusal = await login_refusal(connection)
+                if refusal is not None:
+                    raise KafkaLoginRefused(
+                        f"Kafka at {connection['bootstrap_servers']} refused the"
+                        f" {connection['sasl_mechanism']} login of KAFKA_SASL_USERNAME="
+                        f"{connection['sasl_plain_username']}: check KAFKA_SASL_PASSWORD and"
+                        f" that the user has a SCRAM credential ({refusal})"
+                    ) from refusal
             if time.monotonic() > deadline:
                 raise
             delay = backoff.next_delay()
@@ -666,9 +763,12 @@ async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
 
 
 def _dead_letters_of(publisher: Publisher) -> DeadLetters:
-    # aiokafka keeps the bootstrap servers only on its client; the DLQ reader uses the same.
+    """The DLQ reader connects as the producer does; a Publisher made around a bare producer
+    (tests, the chaos run) has only its client's bootstrap servers, on PLAINTEXT."""
+    if publisher.connection is not None:
+        return DeadLetters(publisher.producer, publisher.connection)
     servers = getattr(publisher.producer.client, "_bootstrap_servers", "localhost")
-    return DeadLetters(publisher.producer, servers)
+    return DeadLetters(publisher.producer, client_options(servers))
 
 
 async def stop_consuming(
@@ -709,18 +809,20 @@ def per_message(handle: Callable[[Delivered], Awaitable[None]]) -> BatchHandler:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, timeout_s: float = 60, *, names: Collection[str] | None = None
+    kafka: KafkaSettings | str, timeout_s: float = 60, *, names: Collection[str] | None = None
 ) -> list[str]:
     """Make every contract topic (and its ``.dlq``) as the contract says, or only ``names``:
     create the missing, grow those with fewer partitions, set contract configs that differ
-    (a warning for each repair). Returns the created names. Never relies on auto-creation."""
+    (a warning for each repair). Returns the created names. Never relies on auto-creation.
+    ``kafka``: the settings, or a PLAINTEXT broker's bootstrap servers (:func:`client_options`)."""
     specs = [
         TopicSpec(name, parts, configs)
         for name, parts, configs in all_topic_specs()
         if names is None or name in names
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
-    await _start_with_retry(admin.start, "admin")
+    connection = client_options(kafka)
+    admin = AIOKafkaAdminClient(**connection, request_timeout_ms=15000)
+    await _start_with_retry(admin.start, "admin", connection)
     try:
         async with asyncio.timeout(timeout_s):
             existing = await _topic_states(admin, [s.name for s in specs])
