@@ -125,13 +125,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def init() -> int:
+    from tickwatch_common.settings import KafkaSettings, load_settings
+
     from tickwatch_devstack.provision import create_topics, migrate_all
 
     missing = [v for v in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL") if not os.environ.get(v)]
     if missing:
         print(f"devstack init: missing required setting {', '.join(missing)}", file=sys.stderr)
         return 2
-    created = asyncio.run(create_topics(os.environ["KAFKA_BOOTSTRAP_SERVERS"]))
+    # The Kafka settings whole: in prod the Job logs in as tickwatch-init (SASL, bus_access).
+    kafka = load_settings(KafkaSettings)
+    created = asyncio.run(create_topics(kafka))
     print(f"devstack init: topics created: {', '.join(created) or 'none (all existed)'}")
     failed = False
     for outcome in asyncio.run(migrate_all(os.environ["DATABASE_URL"])):

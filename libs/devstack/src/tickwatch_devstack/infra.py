@@ -159,17 +159,64 @@ def kafka_lib() -> Path:
     return lib
 
 
-def _kafka_properties(log_dir: Path, port: int, controller_port: int) -> str:
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """An authenticated, authorizing broker: its client listener takes only SASL/SCRAM
+    (``mechanism``) logins of ``users`` (name -> password, created when the log is formatted),
+    and Kafka's StandardAuthorizer denies whatever no ACL allows, but to ``super_user``.
+
+    The controller listener stays PLAINTEXT on 127.0.0.1: the broker half of the JVM reaches the
+    controller half there as ``User:ANONYMOUS``, which is a super user for that reason; no client
+    is ever ANONYMOUS on the SASL listener."""
+
+    users: dict[str, str]
+    super_user: str = "admin"
+    mechanism: str = "SCRAM-SHA-512"
+
+    def properties(self, port: int, controller_port: int) -> dict[str, str]:
+        admin_password = self.users[self.super_user]
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required"
+            f' username="{self.super_user}" password="{admin_password}";'
+        )
+        return {
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": (
+                f"SASL_PLAINTEXT://localhost:{port},CONTROLLER://localhost:{controller_port}"
+            ),
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": self.mechanism,
+            "sasl.mechanism.inter.broker.protocol": self.mechanism,
+            f"listener.name.sasl_plaintext.{self.mechanism.lower()}.sasl.jaas.config": jaas,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{self.super_user};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def format_args(self) -> list[str]:
+        """``StorageTool format`` arguments creating every user's SCRAM credential."""
+        args = []
+        for name, password in self.users.items():
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+
+def _kafka_properties(
+    log_dir: Path, port: int, controller_port: int, security: BrokerSecurity | None = None
+) -> str:
     template = (KAFKA_DEPLOY / "server.properties").read_text()
     text = (
         template.replace("@PORT@", str(port))
         .replace("@CONTROLLER_PORT@", str(controller_port))
         .replace("@LOG_DIR@", str(log_dir))
     )
-    lines = [
-        line for line in text.splitlines() if line.split("=", 1)[0].strip() not in KAFKA_OVERRIDES
-    ]
-    lines += [f"{key}={value}" for key, value in KAFKA_OVERRIDES.items()]
+    overrides = {
+        **KAFKA_OVERRIDES,
+        **(security.properties(port, controller_port) if security else {}),
+    }
+    lines = [line for line in text.splitlines() if line.split("=", 1)[0].strip() not in overrides]
+    lines += [f"{key}={value}" for key, value in overrides.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -178,18 +225,25 @@ def _java(lib: Path, *args: str) -> list[str]:
     return ["java", log4j, "-cp", f"{lib}/*", *args]
 
 
-def start_kafka(data_dir: Path, port: int, controller_port: int | None = None) -> Server:
+def start_kafka(
+    data_dir: Path,
+    port: int,
+    controller_port: int | None = None,
+    *,
+    security: BrokerSecurity | None = None,
+) -> Server:
     """Start (or restart) a single-node broker whose log lives in ``data_dir/log``.
 
     The storage is formatted once, with a new cluster id: a wiped ``data_dir`` is a new, empty
     log at the same address, which is exactly what consumers must notice (positions recorded
-    against the old cluster id are void)."""
+    against the old cluster id are void). With ``security``, the broker authenticates and
+    authorizes (:class:`BrokerSecurity`); its users are created when the log is formatted."""
     lib = kafka_lib()
     data_dir.mkdir(parents=True, exist_ok=True)
     controller_port = controller_port or _kept_port(data_dir / "controller.port")
     log_dir = data_dir / "log"
     props = data_dir / "server.properties"
-    props.write_text(_kafka_properties(log_dir, port, controller_port))
+    props.write_text(_kafka_properties(log_dir, port, controller_port, security))
     log_path = data_dir / "kafka.log"
     log_offset = log_path.stat().st_size if log_path.exists() else 0
     started = time.monotonic()
@@ -207,6 +261,7 @@ def start_kafka(data_dir: Path, port: int, controller_port: int | None = None) -
                 cluster_id,
                 "-c",
                 str(props),
+                *(security.format_args() if security else []),
             ),
             capture_output=True,
         )

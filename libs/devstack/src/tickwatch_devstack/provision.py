@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tickwatch_common.kafka import ensure_topics
 from tickwatch_common.postgres import migrate
+from tickwatch_common.settings import KafkaSettings
 
 from tickwatch_devstack.services import SERVICES, package
 
@@ -65,6 +66,7 @@ async def migrate_all(
     return outcomes
 
 
-async def create_topics(bootstrap_servers: str) -> list[str]:
-    """Create every contract topic and its ``.dlq`` that is missing; returns the created names."""
-    return await ensure_topics(bootstrap_servers)
+async def create_topics(kafka: KafkaSettings | str) -> list[str]:
+    """Create every contract topic and its ``.dlq`` that is missing; returns the created names.
+    ``kafka``: the settings (with their SASL principal), or a PLAINTEXT broker's address."""
+    return await ensure_topics(kafka)

@@ -1,0 +1,159 @@
+"""The authenticated bus, against an Apache Kafka broker of its own that takes only SASL/SCRAM
+logins and denies what no ACL allows, with the ACLs of the prod overlay's kafka-acls.sh (both
+from tickwatch_common.bus_access): each service writes only its own topics and reads what it
+consumes; a forged trigger is refused; a wrong password fails at once, naming the setting."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+from tickwatch_common.bus_access import acl_bindings, principal
+from tickwatch_common.events import Trigger, TriggerChannel
+from tickwatch_common.kafka import KafkaLoginRefused, ensure_topics, kafka_consumer, kafka_producer
+from tickwatch_common.kafka_acls import create_acls
+from tickwatch_common.settings import KafkaSettings
+from tickwatch_common.topics import (
+    ALERT_CHANGES,
+    ALERTS_TRIGGERED,
+    CANDLES,
+    NOTIFICATIONS_DLQ,
+    NOTIFICATIONS_STATUS,
+    TICKS,
+)
+from tickwatch_devstack.infra import BrokerSecurity, free_port, start_kafka
+
+pytestmark = pytest.mark.integration
+SERVICES = ("init", "gateway", "alert-engine", "notifier")
+
+
+@dataclass(frozen=True)
+class SecureBus:
+    bootstrap: str
+    passwords: dict[str, str]  # user -> password
+    started_s: float
+
+    def settings(self, user: str, password: str | None = None) -> KafkaSettings:
+        return KafkaSettings(
+            kafka_bootstrap_servers=self.bootstrap,
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism="SCRAM-SHA-512",
+            kafka_sasl_username=user,
+            kafka_sasl_password=self.passwords[user] if password is None else password,
+        )
+
+    def service(self, name: str) -> KafkaSettings:
+        return self.settings(principal(name))
+
+
+@pytest.fixture(scope="module")
+def secure_broker() -> Iterator[SecureBus]:
+    """One broker for the module; its start (format with the SCRAM users, JVM) is reported."""
+    users = {"admin": secrets.token_urlsafe(24)}
+    users |= {principal(s): secrets.token_urlsafe(24) for s in SERVICES}
+    data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-kafka-auth-"))
+    server = start_kafka(data_dir, free_port(), security=BrokerSecurity(users))
+    print(f"\nSASL/SCRAM broker started in {server.started_s:.1f} s")
+    try:
+        yield SecureBus(f"localhost:{server.port}", users, server.started_s)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def bus(secure_broker: SecureBus) -> AsyncIterator[SecureBus]:
+    """The access map's ACLs added as admin; every topic made by the init principal."""
+    started = time.monotonic()
+    added = await create_acls(secure_broker.settings("admin"), acl_bindings())
+    assert added == len(acl_bindings())
+    await ensure_topics(secure_broker.service("init"))
+    print(f"{added} ACLs and the topics in {time.monotonic() - started:.1f} s")
+    yield secure_broker
+
+
+def trigger(alert_id: str) -> Trigger:
+    """Schema-valid, as a forger would write it: mail to anyone."""
+    return Trigger(
+        event_id=uuid.uuid4().hex,
+        alert_id=alert_id,
+        user_id="u-1",
+        sequence=1,
+        symbol="BTC-USDT",
+        condition="above",
+        threshold=Decimal("1"),
+        price=Decimal("2"),
+        ts_event=1_700_000_000_000,
+        triggered_at=1_700_000_000_000,
+        channels=[TriggerChannel(type="email", to="victim@example.com")],
+    )
+
+
+async def test_the_alert_engine_writes_triggers_and_the_notifiers_group_reads_them(
+    bus: SecureBus,
+) -> None:
+    alert_id = uuid.uuid4().hex
+    # The engine's producer as its composition root makes it (the start-up check included).
+    async with kafka_producer(
+        bus.service("alert-engine"), topics=[ALERTS_TRIGGERED, TICKS, ALERT_CHANGES]
+    ) as engine:
+        await engine.publish(ALERTS_TRIGGERED, trigger(alert_id), key=alert_id)
+    group = f"notifier-{uuid.uuid4().hex[:8]}"  # under the notifier's group prefix
+    async with kafka_consumer(
+        bus.service("notifier"), group=group, topics=[ALERTS_TRIGGERED]
+    ) as consumer:
+        seen: list[str] = []
+        deadline = time.monotonic() + 20
+        while alert_id not in seen and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                seen += [r.key.decode() for r in records if r.key is not None]
+        assert alert_id in seen
+        await consumer.commit()  # the group's offsets are its own to commit
+
+
+@pytest.mark.parametrize("service", ["notifier", "gateway"])
+async def test_a_trigger_forged_by_another_service_is_refused(bus: SecureBus, service: str) -> None:
+    # Each starts as its composition root has it (the notifier: with its start-up topic check).
+    topics = {
+        "notifier": [NOTIFICATIONS_STATUS, NOTIFICATIONS_DLQ, ALERTS_TRIGGERED],
+        "gateway": [CANDLES, ALERT_CHANGES, ALERTS_TRIGGERED, NOTIFICATIONS_STATUS],
+    }[service]
+    async with kafka_producer(bus.service(service), topics=topics) as publisher:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await publisher.publish(ALERTS_TRIGGERED, trigger("forged"), key="forged")
+
+
+async def test_the_notifier_can_neither_plant_an_alert_nor_join_another_group(
+    bus: SecureBus,
+) -> None:
+    async with kafka_producer(bus.service("notifier")) as publisher:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await publisher.publish(ALERT_CHANGES, None, key="planted")
+    with pytest.raises(GroupAuthorizationFailedError):
+        async with kafka_consumer(
+            bus.service("notifier"), group="alert-engine", topics=[ALERTS_TRIGGERED]
+        ) as consumer:
+            await consumer.getmany(timeout_ms=2000)
+
+
+async def test_a_wrong_password_is_refused_at_start_naming_the_setting(bus: SecureBus) -> None:
+    wrong = bus.settings(principal("notifier"), password="not-" + bus.passwords["admin"])
+    started = time.monotonic()
+    with pytest.raises(KafkaLoginRefused, match="KAFKA_SASL_USERNAME=tickwatch-notifier") as exc:
+        async with kafka_producer(wrong):
+            pass
+    assert time.monotonic() - started < 10, "refused at once, not retried for a minute"
+    assert "KAFKA_SASL_PASSWORD" in str(exc.value)
+    assert wrong.kafka_sasl_password.get_secret_value() not in str(exc.value)
+    with pytest.raises(KafkaLoginRefused):  # a consumer too
+        async with kafka_consumer(wrong, group=None, topics=[ALERTS_TRIGGERED]):
+            pass
