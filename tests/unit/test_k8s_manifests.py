@@ -24,6 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
+from tickwatch_common.bus_access import ACCESS, SCRIPT_PATH, acl_bindings, principal
+from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import SYMBOL_PARTITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +43,12 @@ SERVICES = {
     "notifier": ("tickwatch_notifier.settings", 8083),
     "portfolio": ("tickwatch_portfolio.settings", 8084),
 }
-# What `python -m tickwatch_devstack init` reads (libs/devstack/src/tickwatch_devstack/__main__.py).
-INIT_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
+# What `python -m tickwatch_devstack init` reads (libs/devstack/src/tickwatch_devstack/__main__.py):
+# the Kafka settings (its principal's included) and DATABASE_URL.
+INIT_SETTINGS = {
+    **{(f.alias or n).upper(): f.is_required() for n, f in KafkaSettings.model_fields.items()},
+    "DATABASE_URL": True,
+}
 SECRET = "tickwatch-secrets"
 CONFIG = "tickwatch-config"
 Object = dict[str, Any]
@@ -154,7 +160,7 @@ def workloads(target: str) -> Iterator[tuple[str, Object, dict[str, bool]]]:
     """(name, workload, the settings it reads) for each service Deployment and the init Job."""
     for service in SERVICES:
         yield service, one(target, "Deployment", service), service_settings(service)
-    yield "init", one(target, "Job", "tickwatch-init"), dict.fromkeys(INIT_SETTINGS, True)
+    yield "init", one(target, "Job", "tickwatch-init"), INIT_SETTINGS
 
 
 def test_every_kustomization_builds_and_validates_against_the_kubernetes_schemas() -> None:
@@ -361,3 +367,26 @@ def test_the_addresses_in_the_config_are_services_of_the_cluster_or_external(ove
         else:
             assert host.endswith(".example.internal"), f"prod runs no {host} of its own"
     assert set(addresses) <= ports, set(addresses) - ports
+
+
+def test_prod_logs_every_workload_in_as_its_own_principal_over_tls_and_dev_does_not() -> None:
+    """Each workload's user is the access map's principal, its password its own Secret key;
+    the ACL script names exactly these principals. Dev stays on PLAINTEXT."""
+    target = "overlays/prod"
+    users = set()
+    for name, workload, _ in workloads(target):
+        env = container_env(target, workload)
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert env["KAFKA_SASL_USERNAME"] == principal(name), name
+        key = "KAFKA_SASL_PASSWORD_" + name.upper().replace("-", "_")
+        assert env["KAFKA_SASL_PASSWORD"] == f"<secret:{key}>", name
+        users.add(f"User:{principal(name)}")
+    assert (
+        users == {b.principal for b in acl_bindings()} == {f"User:{principal(s)}" for s in ACCESS}
+    )
+    assert (ROOT / SCRIPT_PATH).is_file()
+    for name, workload, _ in workloads("overlays/dev"):
+        env = container_env("overlays/dev", workload)
+        assert env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT", name
+        assert not {v for v in env if v.startswith("KAFKA_SASL_")}, name
