@@ -9,6 +9,9 @@ first), then an ``update`` per trade; ``{"type": "error", ...}`` for an unknown 
 queued refusal; heartbeats every ``heartbeat_interval_s``; a connection closed when no
 subscribe arrives within ``subscribe_deadline_s`` (Coinbase: 5 s). For tests: forced
 disconnects, silence (nothing sent, heartbeats included), a skipped sequence number, raw frames.
+REST ``/api/v3/brokerage/market/products/{product_id}/candles`` answers synthetic, deterministic
+candles (newest first, at most 350 or a 400 as Coinbase does), with queued failures (429 with
+``Retry-After``, 5xx).
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ from aiohttp import WSMsgType, web
 from tickwatch_testkit.loopback_ws import LoopbackConnections
 
 SNAPSHOT_TRADES = 50
+MAX_CANDLES = 350
+GRANULARITY_S = {
+    "ONE_MINUTE": 60,
+    "FIVE_MINUTE": 300,
+    "FIFTEEN_MINUTE": 900,
+    "ONE_HOUR": 3600,
+    "ONE_DAY": 86400,
+}
 
 
 def rfc3339_now() -> str:
@@ -63,6 +74,8 @@ class FakeCoinbase(LoopbackConnections[CoinbaseConn]):
         self.silent = False
         self.refusals: list[str] = []  # reasons: each refuses the subscriptions of a connection
         self.skip_next_sequence = 0
+        self.rest_failures: list[tuple[int, dict[str, str]]] = []  # (status, headers), in order
+        self.rest_requests: list[tuple[str, dict[str, str]]] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -72,10 +85,15 @@ class FakeCoinbase(LoopbackConnections[CoinbaseConn]):
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
 
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FakeCoinbase]:
         app = web.Application()
         app.router.add_get("/", self._serve)
+        app.router.add_get("/api/v3/brokerage/market/products/{product_id}/candles", self._candles)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -222,3 +240,44 @@ class FakeCoinbase(LoopbackConnections[CoinbaseConn]):
         return any(
             "market_trades" in c.channels and "heartbeats" in c.channels for c in self.open_conns
         )
+
+    # -------------------------------------------------------------- REST
+
+    @staticmethod
+    def synthetic_candle(product: str, start_s: int) -> dict[str, str]:
+        """A deterministic candle for any (product, start)."""
+        base = 1000 + sum(map(ord, product)) % 97 * 10 + (start_s // 60) % 50 / 10
+        return {
+            "start": str(start_s),
+            "low": f"{base - 1:.2f}",
+            "high": f"{base + 1.25:.2f}",
+            "open": f"{base:.2f}",
+            "close": f"{base + 0.25:.2f}",
+            "volume": "12.34500000",
+        }
+
+    async def _candles(self, request: web.Request) -> web.Response:
+        product = request.match_info["product_id"]
+        self.rest_requests.append((request.path, dict(request.query)))
+        if self.rest_failures:
+            status, headers = self.rest_failures.pop(0)
+            return web.json_response({"error": "failure"}, status=status, headers=headers)
+        step = GRANULARITY_S.get(request.query.get("granularity", ""))
+        if product not in self.trades or step is None:
+            return web.json_response(
+                {"error": "INVALID_ARGUMENT", "message": "invalid product or granularity"},
+                status=400 if step is None else 404,
+            )
+        start, end = int(request.query["start"]), int(request.query["end"])
+        first = start - start % step + (step if start % step else 0)
+        opens = range(first, end + 1, step)
+        if len(opens) > MAX_CANDLES:
+            return web.json_response(
+                {
+                    "error": "INVALID_ARGUMENT",
+                    "message": f"number of candles requested should be less than {MAX_CANDLES}",
+                },
+                status=400,
+            )
+        rows = [self.synthetic_candle(product, t) for t in reversed(opens)]
+        return web.json_response({"candles": rows})

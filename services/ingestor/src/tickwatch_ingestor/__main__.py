@@ -32,11 +32,13 @@ from tickwatch_common.topics import CANDLES, INSTRUMENTS, TICKS
 
 from tickwatch_ingestor.backfill import (
     backfill_binance,
+    backfill_coinbase,
     backfill_coingecko,
     expected_rows,
 )
 from tickwatch_ingestor.binance_rest import BinanceRest, BinanceRestError
 from tickwatch_ingestor.binance_stream import BinanceSource
+from tickwatch_ingestor.coinbase_rest import CoinbaseRest, CoinbaseRestError
 from tickwatch_ingestor.coinbase_stream import CoinbaseSource
 from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoPoller, coingecko_ids
 from tickwatch_ingestor.instruments import run_instruments
@@ -154,10 +156,22 @@ async def market_sources(
         interval = max(settings.coingecko_poll_interval_s, 60 / settings.coingecko_calls_per_min)
         live.append(CoinGeckoPoller(gecko, sink, ids, interval_s=interval))
     if choice.coinbase_symbols:
-        live.append(CoinbaseSource(settings, http, sink, list(choice.coinbase_symbols)))
+        rest = CoinbaseRest(
+            http, settings.coinbase_rest_url, timeout_s=settings.coinbase_rest_timeout_s
+        )
+        live.append(CoinbaseSource(settings, http, sink, list(choice.coinbase_symbols), rest))
     status.mode, status.sources = "live", live
     log.info("market_sources", mode="live", sources=[s.name for s in live])
     return live
+
+
+def history_plan(settings: Settings) -> list[tuple[Interval, int]]:
+    """How many days of each interval the start-up backfill publishes (Binance and Coinbase)."""
+    return [
+        ("1m", settings.backfill_days_1m),
+        ("1h", settings.backfill_days_1h),
+        ("1d", settings.backfill_days_1d),
+    ]
 
 
 async def startup_backfill(settings: Settings, sources: list[Source], sink: EventSink) -> None:
@@ -167,12 +181,7 @@ async def startup_backfill(settings: Settings, sources: list[Source], sink: Even
             if isinstance(source, BinanceSource):
                 await source.resolved.wait()
                 markets = list(source.markets.values())
-                plan: list[tuple[Interval, int]] = [
-                    ("1m", settings.backfill_days_1m),
-                    ("1h", settings.backfill_days_1h),
-                    ("1d", settings.backfill_days_1d),
-                ]
-                for interval, days in plan:
+                for interval, days in history_plan(settings):
                     if days <= 0 or not markets:
                         continue
                     feed = source.feed
@@ -190,7 +199,20 @@ async def startup_backfill(settings: Settings, sources: list[Source], sink: Even
             elif isinstance(source, CoinGeckoPoller):
                 n = await backfill_coingecko(source.client, sink, source.ids)
                 log.info("backfill_done", source="coingecko", interval="4h", candles=n)
-        except BinanceRestError as exc:
+            elif isinstance(source, CoinbaseSource) and source.rest is not None:
+                for interval, days in history_plan(settings):
+                    if days > 0:
+                        n = await backfill_coinbase(
+                            source.rest, sink, source.products, interval, days
+                        )
+                        log.info(
+                            "backfill_done",
+                            source="coinbase",
+                            interval=interval,
+                            days=days,
+                            candles=n,
+                        )
+        except (BinanceRestError, CoinbaseRestError) as exc:
             log.warning("backfill_failed", source=source.name, error=str(exc))
 
 

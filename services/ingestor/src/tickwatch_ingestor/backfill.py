@@ -1,4 +1,5 @@
-"""Candle history: Binance klines (1m/1h/1d) and CoinGecko OHLC (4h, USD pairs) onto the candle topic.
+"""Candle history: Binance klines (1m/1h/1d), CoinGecko OHLC (4h, USD pairs) and Coinbase candles
+(1m/1h/1d) onto the candle topic.
 
 Idempotent by construction: a candle's key is (symbol, source, interval, open_time), the same on
 every run, and the gateway upserts on it; running twice re-publishes, it never duplicates. Only
@@ -14,6 +15,7 @@ import structlog
 from tickwatch_common.events.base import INTERVAL_MS, Interval, now_ms
 
 from tickwatch_ingestor.binance_rest import BinanceRest
+from tickwatch_ingestor.coinbase_rest import CoinbaseRest
 from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoError
 from tickwatch_ingestor.metrics import CANDLES_BACKFILLED, MESSAGES_REJECTED
 from tickwatch_ingestor.normalise import (
@@ -112,4 +114,28 @@ async def backfill_coingecko(
                 total += 1
     await sink.flush()
     CANDLES_BACKFILLED.labels("coingecko").inc(total)
+    return total
+
+
+async def backfill_coinbase(
+    rest: CoinbaseRest,
+    sink: EventSink,
+    products: Sequence[str],
+    interval: Interval,
+    days: int,
+    *,
+    now: int | None = None,
+) -> int:
+    """Publish the closed ``interval`` candles of the last ``days`` days for each product."""
+    now = now_ms() if now is None else now
+    start, end = window(interval, days, now)
+    total = 0
+    for product in products:
+        async for page in rest.candles(product, interval, start, end, now):
+            for candle in page:
+                if candle.closed:
+                    await sink.put_candle(candle)
+                    total += 1
+    await sink.flush()
+    CANDLES_BACKFILLED.labels("coinbase").inc(total)
     return total

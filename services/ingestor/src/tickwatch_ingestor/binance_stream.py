@@ -50,6 +50,7 @@ from tickwatch_ingestor.normalise import (
     rest_kline_candle,
     streams_for,
 )
+from tickwatch_ingestor.pacing import RateLimiter
 from tickwatch_ingestor.settings import Settings
 from tickwatch_ingestor.sink import EventSink
 from tickwatch_ingestor.ws_connection import (
@@ -60,22 +61,6 @@ from tickwatch_ingestor.ws_connection import (
 )
 
 log = structlog.get_logger(__name__)
-
-
-class RateLimiter:
-    """At most ``rate`` acquisitions per second (spaced evenly), for outgoing messages."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if self._next > now:
-                await asyncio.sleep(self._next - now)
-            self._next = max(now, self._next) + self.interval
 
 
 class Shard:

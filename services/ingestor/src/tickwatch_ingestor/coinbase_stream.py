@@ -30,6 +30,7 @@ from tickwatch_common.cancellation import raise_if_cancelling
 from tickwatch_common.events.base import now_ms
 
 from tickwatch_ingestor.coinbase_feed import CoinbaseFeed
+from tickwatch_ingestor.coinbase_rest import CoinbaseRest
 from tickwatch_ingestor.metrics import (
     DUPLICATES_DROPPED,
     GAPS_DETECTED,
@@ -62,10 +63,12 @@ class CoinbaseSource:
         http: aiohttp.ClientSession,
         sink: EventSink,
         products: Sequence[str],
+        rest: CoinbaseRest | None = None,
     ) -> None:
         self.settings = settings
         self.http = http
         self.sink = sink
+        self.rest = rest  # for the start-up candle history
         self.products = list(products)
         self.feed = CoinbaseFeed(self.products)
         self.current: FeedConnection | None = None

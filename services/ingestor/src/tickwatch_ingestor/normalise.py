@@ -441,3 +441,35 @@ def coingecko_ohlc_candle(row: Any, base: str, interval: Interval, now_ms: int) 
         if isinstance(exc, ValidationError):
             raise Rejected("invalid", exc.errors()[0]["msg"]) from None
         raise Rejected("bad_row", repr(row)[:200]) from None
+
+
+# ---------------------------------------------------------------- Coinbase
+
+
+def coinbase_rest_candle(row: Any, symbol: str, interval: Interval, now_ms: int) -> Candle:
+    """One ``candles[]`` item of ``GET /api/v3/brokerage/market/products/{id}/candles``
+    (``start`` in UNIX seconds, decimals as strings) -> Candle; closed once its end has passed.
+    Coinbase gives no trade count."""
+    step = INTERVAL_MS[interval]
+    if not isinstance(row, Mapping):
+        raise Rejected("bad_row", repr(row)[:200])
+    start = row.get("start")
+    if not isinstance(start, str) or not start.isdigit():
+        raise Rejected("bad_row", f"start={start!r}")
+    open_time = int(start) * 1000
+    try:
+        return Candle(
+            symbol=symbol,
+            source="coinbase",
+            interval=interval,
+            open_time=open_time,
+            close_time=open_time + step - 1,
+            open=_dec(row.get("open"), "open"),
+            high=_dec(row.get("high"), "high"),
+            low=_dec(row.get("low"), "low"),
+            close=_dec(row.get("close"), "close"),
+            volume=_dec(row.get("volume"), "volume"),
+            closed=open_time + step <= now_ms,
+        )
+    except ValidationError as exc:
+        raise Rejected("invalid", exc.errors()[0]["msg"]) from None

@@ -68,6 +68,11 @@ class Settings(KafkaSettings, SymbolsSettings):
     coingecko_timeout_s: float = 10.0
 
     coinbase_ws_url: str = "wss://advanced-trade-ws.coinbase.com"
+    coinbase_rest_url: str = Field(
+        default="https://api.coinbase.com",
+        description="Coinbase Advanced Trade REST, for candle history (public, no key).",
+    )
+    coinbase_rest_timeout_s: float = 10.0
     coinbase_symbols: str = Field(
         default="BTC-USD,BTC-USDC",
         description="Markets streamed from Coinbase when MARKET_SOURCES names `coinbase`, as"

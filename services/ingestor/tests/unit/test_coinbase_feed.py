@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from tickwatch_ingestor.coinbase_feed import CoinbaseFeed, coinbase_time_ms
-from tickwatch_ingestor.normalise import Rejected
+from tickwatch_ingestor.normalise import Rejected, coinbase_rest_candle
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "coinbase"
 
@@ -167,3 +167,34 @@ def test_a_malformed_trade_is_skipped_and_the_others_in_its_frame_kept() -> None
 )
 def test_coinbase_times_to_epoch_ms(text: str, ms: int) -> None:
     assert coinbase_time_ms(text) == ms
+
+
+def test_the_documented_rest_candles_become_closed_hourly_candles() -> None:
+    rows = fixture("candles_rest.json")["candles"]
+    now = 1_712_196_000_000  # the newest candle's hour has just ended
+    candles = [coinbase_rest_candle(r, "BTC-USD", "1h", now) for r in rows]
+    newest = candles[0]
+    assert (newest.open_time, newest.close_time) == (1_712_192_400_000, 1_712_195_999_999)
+    assert [str(newest.open), str(newest.high), str(newest.low), str(newest.close)] == [
+        "66312.4",
+        "66331.99",
+        "66055.14",
+        "66181.6",
+    ]
+    assert str(newest.volume) == "355.82896243" and newest.source == "coinbase"
+    assert all(c.closed for c in candles)
+    assert not coinbase_rest_candle(rows[0], "BTC-USD", "1h", now - 1).closed
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [],
+        {"start": 1712192400, "low": "1", "high": "1", "open": "1", "close": "1", "volume": "1"},
+        {"start": "1712192400", "low": 1.5, "high": "1", "open": "1", "close": "1", "volume": "1"},
+        {"start": "1712192400", "high": "1", "open": "1", "close": "1", "volume": "1"},
+    ],
+)
+def test_a_malformed_rest_candle_is_rejected(row: Any) -> None:
+    with pytest.raises(Rejected):
+        coinbase_rest_candle(row, "BTC-USD", "1h", 0)
