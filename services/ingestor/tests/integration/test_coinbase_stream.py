@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 from tickwatch_common.kafka import kafka_producer
-from tickwatch_common.topics import TICKS
+from tickwatch_common.topics import CANDLES, TICKS
 from tickwatch_devstack.infra import free_port
 from tickwatch_devstack.testing import wait_until
 from tickwatch_ingestor.__main__ import running_ingestor
@@ -177,7 +177,7 @@ async def test_malformed_frames_are_counted_and_skipped(stack: Any) -> None:
         assert c.source.healthy and c.fake.connects == 1
 
 
-async def test_the_service_probes_and_runs_coinbase_when_market_sources_names_it(
+async def test_the_service_probes_runs_and_backfills_coinbase_when_market_sources_names_it(
     stack: Any,
 ) -> None:
     base = "C" + uuid.uuid4().hex[:7].upper()
@@ -188,14 +188,17 @@ async def test_the_service_probes_and_runs_coinbase_when_market_sources_names_it
         market_sources="coinbase",
         market_fallback="none",
         coinbase_symbols=",".join(products),
-        backfill_on_start=False,
+        backfill_days_1m=1,
+        backfill_days_1h=0,
+        backfill_days_1d=0,
         ingestor_port=port,
     )
     fake = FakeCoinbase(products, heartbeat_interval_s=0.1)
     async with fake.running(), aiohttp.ClientSession() as http:
-        settings.coinbase_ws_url = fake.ws_url
+        settings.coinbase_ws_url, settings.coinbase_rest_url = fake.ws_url, fake.rest_url
         async with (
             reading(stack.kafka_bootstrap_servers, TICKS, {products[0]}) as ticks,
+            reading(stack.kafka_bootstrap_servers, CANDLES, set(products)) as candles,
             running_ingestor(settings),
         ):
             await wait_until(fake.subscribed, 10, "the service subscribed")
@@ -207,5 +210,11 @@ async def test_the_service_probes_and_runs_coinbase_when_market_sources_names_it
             await wait_until(ready, 5, "/ready names coinbase")
             trade_id = await fake.trade(products[0], "64000.01")
             seen = await ticks.wait_for(lambda r: any(x["trade_id"] == trade_id for x in r))
+            # The start-up history: a day of closed minutes for each product.
+            history = await candles.wait_for(lambda r: len(r) >= 2 * 1440)
         assert seen[-1]["source"] == "coinbase" and seen[-1]["price"] == "64000.01"
+        for product in products:
+            mine = [r for r in history if r["symbol"] == product]
+            assert len({r["open_time"] for r in mine}) == 1440
+            assert all(r["closed"] and r["interval"] == "1m" for r in mine)
         assert fake.connects == 2  # the probe's handshake, then the source's connection
