@@ -41,6 +41,7 @@ from aiokafka.protocol.types import (
 )
 
 from tickwatch_common.backoff import Backoff
+from tickwatch_common.kafka import client_options
 
 # ----------------------------------------------------------------------------- the rule
 
@@ -269,8 +270,9 @@ async def read_log_identities(
     retried with backoff until ``timeout_s``; an unknown topic, or a broker that cannot give
     topic ids, raises :class:`LogIdentityError` at once."""
     if isinstance(client_or_bootstrap, str):
+        # A PLAINTEXT broker's address (tests); services pass their own client, which logs in.
         client = AIOKafkaClient(
-            bootstrap_servers=client_or_bootstrap, request_timeout_ms=int(timeout_s * 1000)
+            **client_options(client_or_bootstrap), request_timeout_ms=int(timeout_s * 1000)
         )
         try:
             async with asyncio.timeout(timeout_s):

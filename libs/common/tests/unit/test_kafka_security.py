@@ -3,6 +3,7 @@ access map turned into ACLs: plain data, no broker."""
 
 from __future__ import annotations
 
+import ast
 import ssl
 from pathlib import Path
 
@@ -135,3 +136,23 @@ def test_no_service_may_change_a_topic_it_does_not_own() -> None:
         if b.operation in ("Create", "Alter", "AlterConfigs") and not b.name.endswith(".dlq"):
             service = b.principal.removeprefix("User:tickwatch-")
             assert service == "init" or b.name in ACCESS[service].produces, b
+
+
+CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient"}
+
+
+def test_every_kafka_client_in_the_code_connects_through_client_options() -> None:
+    """A client made with a bare ``bootstrap_servers=`` would skip the login in production."""
+    sources = [
+        *(ROOT / "libs").glob("*/src/**/*.py"),
+        *(ROOT / "services").glob("*/src/**/*.py"),
+    ]
+    made = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in CLIENTS:
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                made.append(where)
+                assert all(k.arg != "bootstrap_servers" for k in node.keywords), where
+                assert any(k.arg is None for k in node.keywords), f"{where}: no **options"
+    assert len(made) >= 8, made  # producer, consumer, admin in tickwatch_common.kafka and more

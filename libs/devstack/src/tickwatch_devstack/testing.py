@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from tickwatch_common.events import Event, Tick
+from tickwatch_common.kafka import client_options
 from tickwatch_common.topics import BY_NAME, Topic
 
 from tickwatch_devstack.services import service_process
@@ -103,7 +104,7 @@ class TopicCollector:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
+            **client_options(self.bootstrap_servers), group_id=None, auto_offset_reset="earliest"
         )
         await consumer.start()
         partitions = [TopicPartition(t.name, p) for t in self.topics for p in range(t.partitions)]
@@ -172,7 +173,7 @@ async def recreate_topic(
     name, as after a lost broker or a restore. The admin client answers error codes rather than
     raising, and a deletion finishes after its answer, so this waits until the topic is gone,
     then creates it again until the broker accepts, within ``timeout_s``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap_servers), request_timeout_ms=15000)
     await admin.start()
     deadline = time.monotonic() + timeout_s
     try:

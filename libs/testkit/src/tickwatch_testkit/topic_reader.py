@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from tickwatch_common.kafka import client_options
 from tickwatch_common.topics import Topic
 from tickwatch_devstack.testing import wait_until
 
@@ -29,7 +30,7 @@ class TopicReader:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+            **client_options(self.bootstrap_servers),
             enable_auto_commit=False,
             group_id=None,
             fetch_max_wait_ms=20,

@@ -24,7 +24,7 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tickwatch_common.events import Trigger
-from tickwatch_common.kafka import Publisher, ensure_topics
+from tickwatch_common.kafka import Publisher, client_options, ensure_topics
 from tickwatch_common.topics import ALERTS_TRIGGERED, ALL_TOPICS, NOTIFICATIONS_DLQ, TICKS
 
 from tickwatch_devstack.chaos.cluster import (
@@ -248,7 +248,7 @@ class Run:
     async def _producer_publisher(self) -> Publisher:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.broker.bootstrap,
+                **client_options(self.broker.bootstrap),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,
@@ -440,7 +440,7 @@ class Run:
         deadline = time.monotonic() + self.plan.count_reserve_s / 2
         while True:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.broker.bootstrap, group_id=None, enable_auto_commit=False
+                **client_options(self.broker.bootstrap), group_id=None, enable_auto_commit=False
             )
             try:
                 await consumer.start()
