@@ -1,12 +1,16 @@
 """The authenticated bus, against an Apache Kafka broker of its own that takes only SASL/SCRAM
 logins and denies what no ACL allows, with the ACLs of the prod overlay's kafka-acls.sh (both
 from tickwatch_common.bus_access): each service writes only its own topics and reads what it
-consumes; a forged trigger is refused; a wrong password fails at once, naming the setting."""
+consumes; a forged trigger is refused; a wrong password fails at once, naming the setting; and
+the shipped script, run by sh, adds exactly these rules, as Apache Kafka's kafka-acls reads it."""
 
 from __future__ import annotations
 
+import re
 import secrets
+import shlex
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
-from tickwatch_common.bus_access import acl_bindings, principal
+from tickwatch_common.bus_access import SCRIPT_PATH, AclBinding, acl_bindings, principal
 from tickwatch_common.events import Trigger, TriggerChannel
 from tickwatch_common.kafka import KafkaLoginRefused, ensure_topics, kafka_consumer, kafka_producer
 from tickwatch_common.kafka_acls import create_acls
@@ -30,9 +34,10 @@ from tickwatch_common.topics import (
     NOTIFICATIONS_STATUS,
     TICKS,
 )
-from tickwatch_devstack.infra import BrokerSecurity, free_port, start_kafka
+from tickwatch_devstack.infra import BrokerSecurity, free_port, kafka_tool, start_kafka
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[4]
 SERVICES = ("init", "gateway", "alert-engine", "notifier")
 
 
@@ -157,3 +162,76 @@ async def test_a_wrong_password_is_refused_at_start_naming_the_setting(bus: Secu
     with pytest.raises(KafkaLoginRefused):  # a consumer too
         async with kafka_consumer(wrong, group=None, topics=[ALERTS_TRIGGERED]):
             pass
+
+
+def script_commands(tmp_path: Path) -> list[list[str]]:
+    """The shipped kafka-acls.sh, run by sh with a stand-in for the tool that records each
+    command's arguments."""
+    record = tmp_path / "commands"
+    stand_in = tmp_path / "kafka-acls"
+    stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(record))}\n')
+    stand_in.chmod(0o755)
+    env = {
+        "KAFKA_BOOTSTRAP": "b:1",
+        "KAFKA_ADMIN_CONFIG": "a.properties",
+        "KAFKA_ACLS": str(stand_in),
+    }
+    subprocess.run(
+        ["sh", str(ROOT / SCRIPT_PATH)], env={"PATH": "/usr/bin:/bin", **env}, check=True
+    )
+    return [line.split() for line in record.read_text().splitlines()]
+
+
+def parsed(words: list[str]) -> set[AclBinding]:
+    """The rules one kafka-acls command adds (it takes several --operation)."""
+    assert words[:5] == ["--bootstrap-server", "b:1", "--command-config", "a.properties", "--add"]
+    flags = list(zip(words[5::2], words[6::2], strict=True))
+    user = next(v for f, v in flags if f == "--allow-principal")
+    kind, name = next((f, v) for f, v in flags if f in ("--topic", "--group"))
+    pattern = next(v for f, v in flags if f == "--resource-pattern-type").upper()
+    return {
+        AclBinding(user, kind[2:].title(), name, pattern, op)
+        for f, op in flags
+        if f == "--operation"
+    }
+
+
+def upper_snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+async def test_the_shipped_script_adds_exactly_these_rules_as_kafkas_own_tool_reads_them(
+    bus: SecureBus, tmp_path: Path
+) -> None:
+    commands = script_commands(tmp_path)
+    assert set().union(*(parsed(c) for c in commands)) == set(acl_bindings())
+    admin = tmp_path / "admin.properties"
+    admin.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required"
+        f' username="admin" password="{bus.passwords["admin"]}";\n'
+    )
+    connect = ["--bootstrap-server", bus.bootstrap, "--command-config", str(admin)]
+    # The script's longest command through kafka-acls itself (adding a rule again is a no-op),
+    # then the tool's own listing: the rules the test gave by protocol code, by Kafka's names.
+    longest = max(commands, key=len)
+    started = time.monotonic()
+    added = kafka_tool("kafka.admin.AclCommand", *connect, *longest[4:])
+    assert added.returncode == 0, added.stdout[-2000:] + added.stderr[-2000:]
+    listed = kafka_tool("kafka.admin.AclCommand", *connect, "--list")
+    assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
+    print(f"kafka-acls twice in {time.monotonic() - started:.1f} s")
+    found, resource = set(), None
+    for line in listed.stdout.splitlines():
+        if m := re.search(r"resourceType=(\w+), name=([^,]+), patternType=(\w+)", line):
+            resource = m.groups()
+        elif m := re.search(
+            r"principal=([^,]+), host=\*, operation=(\w+), permissionType=ALLOW", line
+        ):
+            assert resource is not None
+            found.add((m[1], *resource, m[2]))
+    expected = {
+        (b.principal, b.resource.upper(), b.name, b.pattern, upper_snake(b.operation))
+        for b in acl_bindings()
+    }
+    assert found == expected

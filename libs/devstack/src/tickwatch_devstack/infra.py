@@ -225,6 +225,21 @@ def _java(lib: Path, *args: str) -> list[str]:
     return ["java", log4j, "-cp", f"{lib}/*", *args]
 
 
+def kafka_tool(
+    main_class: str, *args: str, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run one of Apache Kafka's command-line tools (``kafka.admin.AclCommand`` is
+    ``kafka-acls.sh``) from the broker's jars, as its ``bin/`` script would; the JIT's first
+    tier only, since a tool lives for seconds. Its output (log lines included) is captured."""
+    java = _java(kafka_lib(), main_class, *args)
+    return subprocess.run(
+        [java[0], "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData", *java[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
 def start_kafka(
     data_dir: Path,
     port: int,
