@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -97,11 +98,17 @@ class KafkaLoginRefused(AuthenticationFailedError):  # type: ignore[misc]
     retried (it would only be refused again), unlike an unreachable broker."""
 
 
-async def login_refusal(connection: dict[str, Any], timeout_s: float = 10.0) -> Exception | None:
+class KafkaCertificateRefused(KafkaConnectionError):  # type: ignore[misc]
+    """The broker's TLS certificate did not verify: signed by another CA than
+    ``KAFKA_SSL_CAFILE`` (or the system's), or not for the host name dialled. Not retried."""
+
+
+async def connect_refusal(connection: dict[str, Any], timeout_s: float = 10.0) -> Exception | None:
     """Why a client with ``connection`` (:func:`client_options`) could not start, when the
-    reason is the broker refusing its login: aiokafka's bootstrap logs that and raises only
-    "Unable to bootstrap". One connection to the first bootstrap server tells."""
-    if not str(connection.get("security_protocol", "")).startswith("SASL_"):
+    reason is one that retrying cannot fix: the broker refused the login, or its certificate
+    did not verify. aiokafka's bootstrap logs those and raises only "Unable to bootstrap"; one
+    connection to the first bootstrap server tells. ``None`` for anything else."""
+    if connection.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
         return None
     first = str(connection["bootstrap_servers"]).split(",")[0].strip()
     host, _, port = first.rpartition(":")
@@ -115,13 +122,33 @@ async def login_refusal(connection: dict[str, Any], timeout_s: float = 10.0) -> 
                 sasl_plain_password=connection.get("sasl_plain_password"),
                 **{k: connection[k] for k in keys if k in connection},
             )
-    except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
+    except (
+        SaslAuthenticationFailed,
+        AuthenticationFailedError,
+        ssl.SSLCertVerificationError,
+    ) as exc:
         refused: Exception = exc  # aiokafka's errors are untyped
         return refused
     except Exception:
         return None  # unreachable, or slow: not a refusal
     conn.close()
     return None
+
+
+def _refused(connection: dict[str, Any], refusal: Exception) -> KafkaError:
+    """The error to stop with, naming the settings to check (never the password)."""
+    servers = connection["bootstrap_servers"]
+    if isinstance(refusal, ssl.SSLCertVerificationError):
+        return KafkaCertificateRefused(
+            f"the TLS certificate of Kafka at {servers} did not verify: check KAFKA_SSL_CAFILE"
+            f" (empty: the system's CAs) and that the certificate names the host dialled in"
+            f" KAFKA_BOOTSTRAP_SERVERS ({refusal.verify_message})"
+        )
+    return KafkaLoginRefused(
+        f"Kafka at {servers} refused the {connection['sasl_mechanism']} login of"
+        f" KAFKA_SASL_USERNAME={connection['sasl_plain_username']}: check KAFKA_SASL_PASSWORD"
+        f" and that the user has a SCRAM credential ({refusal})"
+    )
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -486,8 +513,9 @@ async def _start_with_retry(
     start: Callable[[], Awaitable[None]], what: str, connection: dict[str, Any] | None = None
 ) -> None:
     """``start()``, retried for a minute (the broker may come up after the service), except
-    when the broker refuses the login (:class:`KafkaLoginRefused`) or its ACLs refuse the
-    principal (``REFUSED``): those are raised at once."""
+    when the broker refuses the login (:class:`KafkaLoginRefused`), its certificate does not
+    verify (:class:`KafkaCertificateRefused`) or its ACLs refuse the principal (``REFUSED``):
+    those are raised at once."""
     backoff = Backoff(initial_s=0.2, cap_s=5.0)
     deadline = time.monotonic() + 60
     while True:
@@ -498,14 +526,9 @@ async def _start_with_retry(
             raise
         except Exception as exc:
             if connection is not None and isinstance(exc, KafkaConnectionError):
-                refusal = await login_refusal(connection)
+                refusal = await connect_refusal(connection)
                 if refusal is not None:
-                    raise KafkaLoginRefused(
-                        f"Kafka at {connection['bootstrap_servers']} refused the"
-                        f" {connection['sasl_mechanism']} login of KAFKA_SASL_USERNAME="
-                        f"{connection['sasl_plain_username']}: check KAFKA_SASL_PASSWORD and"
-                        f" that the user has a SCRAM credential ({refusal})"
-                    ) from refusal
+                    raise _refused(connection, refusal) from refusal
             if time.monotonic() > deadline:
                 raise
             delay = backoff.next_delay()

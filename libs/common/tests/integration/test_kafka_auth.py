@@ -19,11 +19,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import certifi
 import pytest
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from tickwatch_common.bus_access import SCRIPT_PATH, AclBinding, acl_bindings, principal
 from tickwatch_common.events import Trigger, TriggerChannel
-from tickwatch_common.kafka import KafkaLoginRefused, ensure_topics, kafka_consumer, kafka_producer
+from tickwatch_common.kafka import (
+    KafkaCertificateRefused,
+    KafkaLoginRefused,
+    ensure_topics,
+    kafka_consumer,
+    kafka_producer,
+)
 from tickwatch_common.kafka_acls import create_acls
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import (
@@ -43,9 +50,10 @@ SERVICES = ("init", "gateway", "alert-engine", "notifier")
 
 @dataclass(frozen=True)
 class SecureBus:
-    bootstrap: str
+    bootstrap: str  # SASL_PLAINTEXT
+    tls_port: int  # SASL_SSL, a certificate for localhost signed by ca_file
+    ca_file: Path
     passwords: dict[str, str]  # user -> password
-    started_s: float
 
     def settings(self, user: str, password: str | None = None) -> KafkaSettings:
         return KafkaSettings(
@@ -59,17 +67,60 @@ class SecureBus:
     def service(self, name: str) -> KafkaSettings:
         return self.settings(principal(name))
 
+    def over_tls(self, name: str, *, host: str = "localhost", ca_file: str = "") -> KafkaSettings:
+        return self.service(name).model_copy(
+            update={
+                "kafka_bootstrap_servers": f"{host}:{self.tls_port}",
+                "kafka_security_protocol": "SASL_SSL",
+                "kafka_ssl_cafile": ca_file or str(self.ca_file),
+            }
+        )
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path]:
+    """A throw-away CA and, signed by it, the broker's key and certificate for ``localhost``
+    only (openssl, about 0.2 s): (the CA's PEM, the broker's key + certificate PEM)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+        "-keyout", "ca.key", "-out", "ca.pem",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", "broker.key", "-out", "broker.csr",
+    )  # fmt: skip
+    (directory / "broker.ext").write_text(
+        "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
+    openssl(
+        "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-extfile", "broker.ext", "-out", "broker.pem",
+    )  # fmt: skip
+    keystore = directory / "broker-keystore.pem"
+    keystore.write_text(
+        (directory / "broker.key").read_text() + (directory / "broker.pem").read_text()
+    )
+    return directory / "ca.pem", keystore
+
 
 @pytest.fixture(scope="module")
 def secure_broker() -> Iterator[SecureBus]:
-    """One broker for the module; its start (format with the SCRAM users, JVM) is reported."""
+    """One broker for the module, SCRAM on a plain and on a TLS listener; its start (format
+    with the SCRAM users, JVM) is reported."""
     users = {"admin": secrets.token_urlsafe(24)}
     users |= {principal(s): secrets.token_urlsafe(24) for s in SERVICES}
     data_dir = Path(tempfile.mkdtemp(prefix="tickwatch-kafka-auth-"))
-    server = start_kafka(data_dir, free_port(), security=BrokerSecurity(users))
+    ca_file, keystore = make_certificates(data_dir)
+    security = BrokerSecurity(users, tls_port=free_port(), keystore_pem=keystore)
+    server = start_kafka(data_dir, free_port(), security=security)
     print(f"\nSASL/SCRAM broker started in {server.started_s:.1f} s")
     try:
-        yield SecureBus(f"localhost:{server.port}", users, server.started_s)
+        assert security.tls_port is not None
+        yield SecureBus(f"localhost:{server.port}", security.tls_port, ca_file, users)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -235,3 +286,32 @@ async def test_the_shipped_script_adds_exactly_these_rules_as_kafkas_own_tool_re
         for b in acl_bindings()
     }
     assert found == expected
+
+
+async def test_over_tls_the_brokers_certificate_is_verified_and_the_login_is_the_same(
+    bus: SecureBus,
+) -> None:
+    alert_id = uuid.uuid4().hex
+    async with kafka_producer(bus.over_tls("alert-engine")) as engine:
+        await engine.publish(ALERTS_TRIGGERED, trigger(alert_id), key=alert_id)
+    async with kafka_producer(bus.over_tls("notifier")) as forger:  # the ACLs hold over TLS too
+        with pytest.raises(TopicAuthorizationFailedError):
+            await forger.publish(ALERTS_TRIGGERED, trigger("forged"), key="forged")
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"ca_file": certifi.where()},  # the public CAs: not the one that signed the broker
+        {"host": "127.0.0.1"},  # the certificate names localhost only
+    ],
+    ids=["another-ca", "another-host-name"],
+)
+async def test_a_certificate_that_does_not_verify_stops_the_start_at_once(
+    bus: SecureBus, wrong: dict[str, str]
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(KafkaCertificateRefused, match="KAFKA_SSL_CAFILE"):
+        async with kafka_producer(bus.over_tls("alert-engine", **wrong)):
+            pass
+    assert time.monotonic() - started < 10, "refused at once, not retried for a minute"

@@ -163,15 +163,19 @@ def kafka_lib() -> Path:
 class BrokerSecurity:
     """An authenticated, authorizing broker: its client listener takes only SASL/SCRAM
     (``mechanism``) logins of ``users`` (name -> password, created when the log is formatted),
-    and Kafka's StandardAuthorizer denies whatever no ACL allows, but to ``super_user``.
+    and Kafka's StandardAuthorizer denies whatever no ACL allows, but to ``super_user``. With
+    ``tls_port`` and ``keystore_pem`` (the broker's private key and certificate chain, PEM), a
+    second listener on ``tls_port`` takes the same logins over TLS (SASL_SSL).
 
     The controller listener stays PLAINTEXT on 127.0.0.1: the broker half of the JVM reaches the
     controller half there as ``User:ANONYMOUS``, which is a super user for that reason; no client
-    is ever ANONYMOUS on the SASL listener."""
+    is ever ANONYMOUS on a SASL listener."""
 
     users: dict[str, str]
     super_user: str = "admin"
     mechanism: str = "SCRAM-SHA-512"
+    tls_port: int | None = None
+    keystore_pem: Path | None = None
 
     def properties(self, port: int, controller_port: int) -> dict[str, str]:
         admin_password = self.users[self.super_user]
@@ -179,19 +183,30 @@ class BrokerSecurity:
             "org.apache.kafka.common.security.scram.ScramLoginModule required"
             f' username="{self.super_user}" password="{admin_password}";'
         )
+        listeners = {"SASL_PLAINTEXT": port, "CONTROLLER": controller_port}
+        props: dict[str, str] = {}
+        if self.tls_port is not None and self.keystore_pem is not None:
+            listeners["SASL_SSL"] = self.tls_port
+            props["ssl.keystore.type"] = "PEM"
+            props["ssl.keystore.location"] = str(self.keystore_pem)
+        for name in listeners:
+            if name != "CONTROLLER":
+                props[f"listener.name.{name.lower()}.{self.mechanism.lower()}.sasl.jaas.config"] = (
+                    jaas
+                )
         return {
-            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": (
-                f"SASL_PLAINTEXT://localhost:{port},CONTROLLER://localhost:{controller_port}"
+            "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in listeners.items()),
+            "advertised.listeners": ",".join(f"{n}://localhost:{p}" for n, p in listeners.items()),
+            "listener.security.protocol.map": ",".join(
+                f"{n}:{'PLAINTEXT' if n == 'CONTROLLER' else n}" for n in listeners
             ),
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
             "inter.broker.listener.name": "SASL_PLAINTEXT",
             "sasl.enabled.mechanisms": self.mechanism,
             "sasl.mechanism.inter.broker.protocol": self.mechanism,
-            f"listener.name.sasl_plaintext.{self.mechanism.lower()}.sasl.jaas.config": jaas,
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users": f"User:{self.super_user};User:ANONYMOUS",
             "allow.everyone.if.no.acl.found": "false",
+            **props,
         }
 
     def format_args(self) -> list[str]:
