@@ -18,7 +18,7 @@ acl() {
 
 # User:tickwatch-ingestor
 acl --allow-principal User:tickwatch-ingestor --operation Write --operation Create --operation Alter --operation AlterConfigs --operation DescribeConfigs --topic market.ticks.v1 --resource-pattern-type literal
-acl --allow-principal User:tickwatch-ingestor --operation Write --operation Create --operation Alter --operation AlterConfigs --operation DescribeConfigs --topic market.candles.v1 --resource-pattern-type literal
+acl --allow-principal User:tickwatch-ingestor --operation Write --operation Read --operation Create --operation Alter --operation AlterConfigs --operation DescribeConfigs --topic market.candles.v1 --resource-pattern-type literal
 acl --allow-principal User:tickwatch-ingestor --operation Write --operation Create --operation Alter --operation AlterConfigs --operation DescribeConfigs --topic market.instruments.v1 --resource-pattern-type literal
 acl --allow-principal User:tickwatch-ingestor --operation Create --operation Alter --operation AlterConfigs --operation DescribeConfigs --topic market.ticks.v1.dlq --resource-pattern-type literal
 acl --allow-principal User:tickwatch-ingestor --operation Create --operation Alter --operation AlterConfigs --operation DescribeConfigs --topic market.candles.v1.dlq --resource-pattern-type literal

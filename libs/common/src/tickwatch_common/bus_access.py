@@ -72,9 +72,11 @@ def _dlqs(*topics: Topic) -> tuple[str, ...]:
 
 
 ACCESS: dict[str, BusAccess] = {
-    # Publishes prices and instruments; consumes nothing.
+    # Publishes prices and instruments; reads back only its own candles, without a group (in
+    # replay mode, the history it already published before it publishes more).
     "ingestor": BusAccess(
         produces=_names(TICKS, CANDLES, INSTRUMENTS),
+        consumes=_names(CANDLES),
         ensures=_with_dlq(TICKS, CANDLES, INSTRUMENTS),
         creates=_with_dlq(TICKS, CANDLES, INSTRUMENTS),
     ),
