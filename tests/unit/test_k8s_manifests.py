@@ -390,3 +390,29 @@ def test_prod_logs_every_workload_in_as_its_own_principal_over_tls_and_dev_does_
         env = container_env("overlays/dev", workload)
         assert env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT", name
         assert not {v for v in env if v.startswith("KAFKA_SASL_")}, name
+
+
+# Each consumer group setting -> the service whose principal joins it.
+GROUP_SETTINGS = {
+    "NOTIFIER_GROUP": "notifier",
+    "ALERT_ENGINE_GROUP": "alert-engine",
+    "ALERTS_CONSUMER_GROUP": "gateway",
+    "CANDLE_CONSUMER_GROUP": "gateway",
+}
+
+
+def test_every_consumer_group_falls_under_its_principals_acl_prefix() -> None:
+    """A group the ACLs do not cover is refused by the broker at the service's start."""
+    for setting, service in GROUP_SETTINGS.items():
+        settings = importlib.import_module(SERVICES[service][0]).Settings
+        [field] = [f for n, f in settings.model_fields.items() if n.upper() == setting]
+        prefixes = ACCESS[service].groups
+        assert any(field.default.startswith(p) for p in prefixes), (setting, field.default)
+        for overlay in OVERLAYS:
+            env = container_env(
+                f"overlays/{overlay}", one(f"overlays/{overlay}", "Deployment", service)
+            )
+            value = env.get(setting, field.default)
+            assert any(value.startswith(p) for p in prefixes), (overlay, setting, value)
+    grouped = {s for s, a in ACCESS.items() if a.groups}
+    assert grouped == set(GROUP_SETTINGS.values())
