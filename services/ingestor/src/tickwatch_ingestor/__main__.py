@@ -2,8 +2,8 @@
 
 ``python -m tickwatch_ingestor`` runs the service: settings -> logging -> Kafka producer -> ops
 server (/health, /ready, /metrics) -> probe the live sources -> run them (or the replay fallback,
-chosen in ``source_choice``), the start-up backfill and the trading rules (``instruments``), until
-SIGTERM.
+chosen in ``source_choice``), the start-up backfill (live) or the replay history
+(``replay_history``) and the trading rules (``instruments``), until SIGTERM.
 
 ``python -m tickwatch_ingestor backfill --symbols BTC-USDT,ETH-USDT --interval 1m --days 7``
 publishes Binance candle history with a progress bar, then exits.
@@ -44,6 +44,7 @@ from tickwatch_ingestor.coingecko import CoinGeckoClient, CoinGeckoPoller, coing
 from tickwatch_ingestor.instruments import run_instruments
 from tickwatch_ingestor.normalise import exchange_symbol_guess, markets_from_exchange_info
 from tickwatch_ingestor.replay import ReplaySource
+from tickwatch_ingestor.replay_history import publish_replay_history
 from tickwatch_ingestor.settings import Settings
 from tickwatch_ingestor.sink import EventSink
 from tickwatch_ingestor.source_choice import FALLBACK_MESSAGE, choose_sources, wanted_sources
@@ -250,6 +251,15 @@ async def ingesting(
         if settings.backfill_on_start and status.mode == "live":
             tasks.create_task(
                 supervised("backfill", lambda: startup_backfill(settings, sources, sink))
+            )
+        replays = [s for s in sources if isinstance(s, ReplaySource)]
+        if replays and settings.replay_history_hours > 0:  # replay mode only, never live
+            hours = settings.replay_history_hours
+            tasks.create_task(
+                supervised(
+                    "replay_history",
+                    lambda: publish_replay_history(settings, replays[0], sink, hours),
+                )
             )
         tasks.create_task(
             supervised(

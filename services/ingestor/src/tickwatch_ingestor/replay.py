@@ -196,6 +196,11 @@ class ReplaySource:
         self.candles = CandleBuilder("replay", "1m")
         self.ticks_published = 0
         self.laps = 0
+        # Set at the first trade: the session played (for_symbols) and the time the first
+        # lap's offset 0 stands for, where the replay history (replay_history.py) ends.
+        self.started = asyncio.Event()
+        self.session: ReplaySession | None = None
+        self.started_ms: int | None = None
 
     async def run(self) -> None:
         session = self._session
@@ -219,6 +224,7 @@ class ReplaySource:
             "replay_started", symbols=sorted(have), trades=len(session.trades), speed=self.speed
         )
         trade_seq = 0
+        self.session = session
         while True:
             lap_start = time.monotonic()
             next_close_check = 0.0
@@ -228,6 +234,9 @@ class ReplaySource:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 now = self._clock_ms()
+                if not self.started.is_set():  # the time offset 0 of the first lap stands for
+                    self.started_ms = now - int(trade.offset_ms / self.speed)
+                    self.started.set()
                 trade_seq += 1
                 base, quote = parts[trade.symbol]
                 await self.sink.put_tick(

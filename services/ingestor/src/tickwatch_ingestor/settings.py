@@ -100,6 +100,11 @@ class Settings(KafkaSettings, SymbolsSettings):
     replay_speed: float = Field(
         default=1.0, gt=0, description="1 = real time, 10 = ten times faster."
     )
+    replay_history_hours: float = Field(
+        default=48.0,
+        ge=0,
+        description="Hours of 1 m replay candles published at start where the topic lacks them.",
+    )
 
     backfill_on_start: bool = True
     backfill_days_1m: int = 7

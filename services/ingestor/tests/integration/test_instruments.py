@@ -27,6 +27,7 @@ def settings(stack: Any, **overrides: Any) -> Settings:
         "coingecko_api_url": UNREACHABLE,
         "market_sources": "binance",
         "backfill_on_start": False,
+        "replay_history_hours": 0,  # no history of BTC-USDT and XRP-USDT on the shared topic
     }
     return Settings(**{**values, **overrides})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -82,6 +83,8 @@ async def test_replay_fallback_engages_when_both_sources_are_unreachable(
         "BINANCE_REST_URL": UNREACHABLE,
         "COINGECKO_API_URL": UNREACHABLE,
         "REPLAY_SPEED": "50",
+        # The default symbols: no history of them on the session's shared candle topic.
+        "REPLAY_HISTORY_HOURS": "0",
     }
     log = tmp_path / "ingestor.log"
     async with reading(stack.kafka_bootstrap_servers, TICKS, {"BTC-USDT", "ETH-USDT"}) as ticks:
@@ -206,3 +209,60 @@ async def test_the_backfill_command_publishes_history_and_exits(stack: Any, tmp_
     assert "backfill 1h" in err.decode()  # the progress bar
     pages = [q for path, q, _ in fake.rest_requests if path == "/api/v3/klines"]
     assert len(pages) == 2  # 1200 hours: a full page of 1000, then the rest
+
+
+async def logged(path: Path, event: str, timeout_s: float = 15) -> dict[str, Any]:
+    """The first JSON log line of ``event`` the process at ``path`` wrote, once it has."""
+
+    def found() -> dict[str, Any] | None:
+        for line in path.read_text().splitlines():
+            if f'"event": "{event}"' in line:
+                return cast(dict[str, Any], json.loads(line))
+        return None
+
+    await wait_until(lambda: found() is not None, timeout_s, event, interval_s=0.05)
+    line = found()
+    assert line is not None
+    return line
+
+
+async def test_replay_mode_publishes_its_history_once_and_a_restart_only_fills_the_gap(
+    stack: Any, tmp_path: Path
+) -> None:
+    symbol = "T" + uuid.uuid4().hex[:7].upper() + "-USDT"  # borrows a recorded movement
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+        "MARKET_SOURCES": "replay",
+        "SYMBOLS": symbol,
+        "REPLAY_HISTORY_HOURS": "3",
+    }
+    minute, hours = 60_000, 3
+    async with reading(stack.kafka_bootstrap_servers, CANDLES, {symbol}) as candles:
+        runs = []
+        for run in (1, 2):
+            log = tmp_path / f"ingestor-{run}.log"
+            async with ingestor(env, log):
+                runs.append(await logged(log, "replay_history_published"))
+        first, second = runs
+        start, end = first["ends_at"] - hours * 3_600_000, second["ends_at"]
+
+        def replay_minutes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [r for r in records if (r["source"], r["interval"]) == ("replay", "1m")]
+
+        def covered(records: list[dict[str, Any]]) -> bool:
+            opens = {r["open_time"] for r in replay_minutes(records) if r["open_time"] < end}
+            return opens == set(range(start, end, minute))
+
+        seen = replay_minutes(await candles.wait_for(covered, 10))
+    assert first["candles"] == hours * 60 and first["continued_from_topic"] == []
+    assert second["continued_from_topic"] == [symbol]
+    assert second["candles"] <= 2, "a restart seconds later fills only the minutes in between"
+    opens = [r["open_time"] for r in seen]
+    assert len(opens) == len(set(opens)), "no minute published twice"
+    assert all(r["closed"] for r in seen)
+    assert opens[: hours * 60] == list(range(start, first["ends_at"], minute)), "run 1's first"
+    assert first["seconds"] < 10 and second["seconds"] < 10
+    by_open = {r["open_time"]: r for r in seen}
+    if second["candles"]:
+        gap = end - second["candles"] * minute
+        assert by_open[gap]["open"] == by_open[gap - minute]["close"], "continues where shown"
