@@ -193,6 +193,53 @@ async def test_register_create_an_alert_and_see_its_line(gateway: Gateway, tab: 
     await tab.shot("2-alert-line")
 
 
+async def tab_to(page: Page, selector: str, presses: int = 250) -> None:
+    """Press Tab until the element matching ``selector`` has the focus, as a keyboard user
+    moves through the page; fails when it is never reached (not focusable, or hidden)."""
+    for _ in range(presses):
+        if await page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            # And the focus can be seen where it is.
+            outline = await page.evaluate(
+                "() => getComputedStyle(document.activeElement).outlineStyle"
+            )
+            assert outline != "none", f"{selector} has the focus but shows no outline"
+            return
+        await page.keyboard.press("Tab")
+    raise AssertionError(f"{selector} was not reached within {presses} presses of Tab")
+
+
+async def test_the_page_works_from_the_keyboard(gateway: Gateway, tab: Tab) -> None:
+    """No mouse: Tab reaches a market and Enter picks it, an interval button switches on
+    Enter, the log-in form is filled and sent, then the alert form and the order form."""
+    user = await signup(gateway.client)
+    page = tab.page
+    await open_dashboard(page, gateway, "/markets/BTC-USDT")
+    chart = page.locator("#chart")
+
+    await tab_to(page, f'#prices tr[data-symbol="{gateway.symbol}"]')
+    await page.keyboard.press("Enter")
+    await expect(chart).to_have_attribute("data-symbol", gateway.symbol)
+    assert page.url == gateway.url + "/markets/" + gateway.symbol
+
+    await tab_to(page, '#intervals button[data-interval="5m"]')
+    await page.keyboard.press("Enter")
+    await expect(chart).to_have_attribute("data-interval", "5m")
+    await tab.shot("1-keyboard-market-and-interval")
+
+    await tab_to(page, "#auth-email")
+    await page.keyboard.type(user["email"])
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#auth-password")).to_be_focused()
+    await page.keyboard.type("s3cret-pass")
+    await page.keyboard.press("Enter")  # submits the form
+    await expect(page.locator("#signed-in")).to_be_visible()
+    await expect(page.locator("#user-email")).to_have_text(user["email"])
+
+    await tab_to(page, "#alert-target")
+    await tab_to(page, "#order-quantity")
+    await tab.shot("2-keyboard-signed-in")
+
+
 async def test_usable_at_390_px(gateway: Gateway, narrow_tab: Tab) -> None:
     page = narrow_tab.page
     await open_dashboard(page, gateway)
