@@ -11,11 +11,15 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
 import pytest
+from tickwatch_common.events import Candle
+from tickwatch_common.kafka import kafka_producer
+from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import CANDLES, TICKS
 from tickwatch_devstack.infra import free_port
 from tickwatch_devstack.testing import wait_until
@@ -229,6 +233,8 @@ async def logged(path: Path, event: str, timeout_s: float = 15) -> dict[str, Any
 async def test_replay_mode_publishes_its_history_once_and_a_restart_only_fills_the_gap(
     stack: Any, tmp_path: Path
 ) -> None:
+    """Run 1 finds an older run's candle 90 minutes back on the topic: it publishes only the
+    minutes after it, opening at its close; run 2, seconds later, only the minute or two since."""
     symbol = "T" + uuid.uuid4().hex[:7].upper() + "-USDT"  # borrows a recorded movement
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
@@ -236,31 +242,52 @@ async def test_replay_mode_publishes_its_history_once_and_a_restart_only_fills_t
         "SYMBOLS": symbol,
         "REPLAY_HISTORY_HOURS": "3",
     }
-    minute, hours = 60_000, 3
+    minute = 60_000
+    now = int(time.time() * 1000)
+    older = now - now % minute - 90 * minute
+    kafka = KafkaSettings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)
     async with reading(stack.kafka_bootstrap_servers, CANDLES, {symbol}) as candles:
+        async with kafka_producer(kafka, linger_ms=0) as publisher:
+            price = Decimal("123.45")
+            shown = Candle(
+                symbol=symbol,
+                source="replay",
+                interval="1m",
+                open_time=older,
+                close_time=older + minute - 1,
+                open=price,
+                high=price,
+                low=price,
+                close=price,
+                volume=Decimal(1),
+                trades=1,
+                closed=True,
+            )
+            await publisher.publish(CANDLES, shown, key=symbol)
         runs = []
         for run in (1, 2):
             log = tmp_path / f"ingestor-{run}.log"
             async with ingestor(env, log):
                 runs.append(await logged(log, "replay_history_published"))
         first, second = runs
-        start, end = first["ends_at"] - hours * 3_600_000, second["ends_at"]
+        end = second["ends_at"]
 
         def replay_minutes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [r for r in records if (r["source"], r["interval"]) == ("replay", "1m")]
 
         def covered(records: list[dict[str, Any]]) -> bool:
             opens = {r["open_time"] for r in replay_minutes(records) if r["open_time"] < end}
-            return opens == set(range(start, end, minute))
+            return opens == set(range(older, end, minute))
 
         seen = replay_minutes(await candles.wait_for(covered, 10))
-    assert first["candles"] == hours * 60 and first["continued_from_topic"] == []
-    assert second["continued_from_topic"] == [symbol]
+    assert first["continued_from_topic"] == second["continued_from_topic"] == [symbol]
+    assert first["candles"] == (first["ends_at"] - older) // minute - 1, "none before its candle"
     assert second["candles"] <= 2, "a restart seconds later fills only the minutes in between"
     opens = [r["open_time"] for r in seen]
     assert len(opens) == len(set(opens)), "no minute published twice"
     assert all(r["closed"] for r in seen)
-    assert opens[: hours * 60] == list(range(start, first["ends_at"], minute)), "run 1's first"
+    assert opens[: first["candles"] + 1] == list(range(older, first["ends_at"], minute))
+    assert seen[1]["open"] == "123.45", "run 1 continues where the older run's chart ended"
     assert first["seconds"] < 10 and second["seconds"] < 10
     by_open = {r["open_time"]: r for r in seen}
     if second["candles"]:
