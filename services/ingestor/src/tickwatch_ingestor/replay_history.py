@@ -12,12 +12,14 @@ hours wander instead of repeating one half-hour: lap ``j`` goes from level ``c[j
 ``c[j - 1]`` (``c[0] = 0``, the live replay's own prices), the drifts ``c[j - 1] - c[j]``
 drawn from a generator seeded by the symbol, each about one lap's realised volatility. The
 session ends where it began, so nothing jumps at a lap's boundary nor at the seam with the live
-replay. Deterministic: the same session, symbol and start give the same candles.
+replay. Every trade of a minute is shifted by the level at the minute's open, so a lap's trades
+are folded into minutes once and each minute only scaled: 48 h of five symbols in about 0.1 s.
+Deterministic: the same session, symbol and start give the same candles.
 
 A history is published only where the candle topic has none: the newest replay 1-minute candle
 of each symbol produced within the window (:func:`newest_replay_minutes`) starts the history
-the minute after it, and the history is bent (linearly in log price, vanishing at the live
-seam) to open at that candle's close, so a restart fills the gap since the last run instead of
+the minute after it, and the history is bent (linearly in log price, none of it at the last
+minute, the live seam's) to open at that candle's close, so a restart fills the gap since the last run instead of
 re-publishing (and overwriting) what was shown.
 """
 
