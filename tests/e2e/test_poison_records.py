@@ -29,42 +29,13 @@ from tickwatch_common.topics import (
 )
 from tickwatch_devstack.infra import Stack, free_port
 from tickwatch_devstack.services import ready_status, service_process
-from tickwatch_devstack.testing import wait_until
+from tickwatch_devstack.testing import dead_letter_sources, wait_until
 
 pytestmark = pytest.mark.e2e
 
 POISONED = (TICKS, CANDLES, ALERT_CHANGES, ALERTS_TRIGGERED, NOTIFICATIONS_STATUS)
 SERVICES = ("gateway", "alert-engine", "notifier")
 POISON_BYTES = 1_048_400
-
-
-async def dead_letter_sources(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """How many DLQ entries name each source (``topic/partition/offset``)."""
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await reader.start()
-    try:
-        tps = [TopicPartition(f"{topic}.dlq", 0) for topic in topics]
-        reader.assign(tps)
-        ends = await reader.end_offsets(tps)
-        for tp in tps:
-            reader.seek(tp, 0)
-        counts: dict[str, int] = {}
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batches = await reader.getmany(*remaining, timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    headers = dict(record.headers or ())
-                    source = headers.get("dlq_source", b"").decode()
-                    counts[source] = counts.get(source, 0) + 1
-            for tp in list(remaining):
-                if await reader.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return counts
-    finally:
-        await reader.stop()
 
 
 async def test_a_record_as_large_as_the_broker_takes_is_dead_lettered_once_on_every_topic(

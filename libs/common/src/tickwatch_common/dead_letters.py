@@ -154,6 +154,10 @@ class DeadLetters:
     def add(self, source: str) -> None:
         self._sources.add(source)
 
+    def discard(self, source: str) -> None:
+        """Forget a claim whose entry was not sent after all (the send failed)."""
+        self._sources.discard(source)
+
     async def close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:

@@ -570,22 +570,36 @@ async def dead_letter(
     With ``known``, a record already in the DLQ (an earlier run, a replay) is not sent again.
     Returns whether an entry was sent."""
     dlq, source = f"{record.topic}.dlq", source_of(record)
-    if known is not None and await known.holds(dlq, source):
-        log.info("dead_letter_known", topic=record.topic, source=source)
-        return False
+    if known is not None:
+        if await known.holds(dlq, source):
+            log.info("dead_letter_known", topic=record.topic, source=source)
+            return False
+        # Claimed before the send, with no await in between: a concurrent caller with the same
+        # ``known`` (a consume loop and a replay of the same record) finds it and sends nothing.
+        known.add(source)
+    try:
+        await _send_letter(publisher, dlq, record, reason, error)
+    except BaseException:
+        if known is not None:
+            known.discard(source)  # not sent: the retry must send it
+        raise
+    _count_malformed(MESSAGES_DEAD_LETTERED, "message_dead_lettered", record, reason, error)
+    return True
+
+
+async def _send_letter(
+    publisher: Publisher, dlq: str, record: ConsumerRecord[bytes, bytes], reason: str, error: str
+) -> None:
+    """The entry whole, or as a bounded reference when the producer refuses the copy."""
     letter = letter_for(record, reason, error)
     try:
         await publisher.send_raw(dlq, letter.value, letter.key, letter.headers)
     except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
         if letter.form == "reference":
             raise
-        log.warning("dead_letter_copy_refused", source=source, error=repr(exc))
+        log.warning("dead_letter_copy_refused", source=source_of(record), error=repr(exc))
         letter = reference_letter(record, reason, error)
         await publisher.send_raw(dlq, letter.value, letter.key, letter.headers)
-    if known is not None:
-        known.add(source)
-    _count_malformed(MESSAGES_DEAD_LETTERED, "message_dead_lettered", record, reason, error)
-    return True
 
 
 def _count_malformed(
@@ -616,6 +630,7 @@ async def consume(
     after_round: Callable[[], Awaitable[None]] | None = None,
     progress: ConsumerProgress | None = None,
     dead_letter_topics: Collection[str] | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> None:
     """Decode, hand over, dead-letter the malformed, commit; until cancelled or ``stop`` is set.
 
@@ -643,9 +658,12 @@ async def consume(
     once across restarts and replays (:class:`~tickwatch_common.dead_letters.DeadLetters`).
     Where two groups read one topic, one of them dead-letters it (the other names the topics it
     does dead-letter in ``dead_letter_topics`` and only counts the rest): two groups checking
-    the DLQ at the same moment would both send."""
+    the DLQ at the same moment would both send. A handler that dead-letters records of its own
+    passes the ``dead_letters`` it uses (its owner closes it), so the two never both send one.
+    """
     backoff = Backoff(initial_s=0.2, cap_s=10.0)
-    known = _dead_letters_of(dlq) if dlq is not None else None
+    own = dead_letters is None and dlq is not None
+    known = dead_letters_of(dlq) if own and dlq is not None else dead_letters
     grouped = getattr(consumer, "_group_id", None) is not None  # aiokafka keeps no public one
     try:
         while stop is None or not stop.is_set():
@@ -687,7 +705,7 @@ async def consume(
                     async with asyncio.timeout(delay):
                         await stop.wait()
     finally:
-        if known is not None:
+        if own and known is not None:
             await known.close()
 
 
@@ -741,7 +759,7 @@ async def _decoded(
         try:
             good.append(decode(record))
         except (ValidationError, ValueError, KeyError) as exc:
-            reason = "validation" if isinstance(exc, ValidationError) else "decode"
+            reason = malformed_reason(exc)
             if dlq is None:
                 _count_malformed(
                     MESSAGES_MALFORMED_SKIPPED,
@@ -785,8 +803,14 @@ async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
         log.warning("commit_failed", partitions=len(mine), error=repr(exc))
 
 
-def _dead_letters_of(publisher: Publisher) -> DeadLetters:
-    """The DLQ reader connects as the producer does; a Publisher made around a bare producer
+def malformed_reason(exc: Exception) -> str:
+    """The DLQ entry's reason for a record :func:`decode` refused."""
+    return "validation" if isinstance(exc, ValidationError) else "decode"
+
+
+def dead_letters_of(publisher: Publisher) -> DeadLetters:
+    """What ``publisher``'s DLQs already hold, for :func:`dead_letter`'s ``known`` (close it
+    after use). The DLQ reader connects as the producer does; a Publisher made around a bare producer
     (tests, the chaos run) has only its client's bootstrap servers, on PLAINTEXT."""
     if publisher.connection is not None:
         return DeadLetters(publisher.producer, publisher.connection)

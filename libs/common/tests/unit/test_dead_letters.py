@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any, cast
 
+import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaTimeoutError
 from tickwatch_common.dead_letters import (
     COPY_MAX_BYTES,
     ERROR_CHARS,
     PREFIX_BYTES,
+    DeadLetters,
     letter_for,
     reference_letter,
     source_of,
 )
+from tickwatch_common.kafka import dead_letter
 
 
 def record(
@@ -102,3 +108,52 @@ def test_a_tombstone_is_copied_as_a_tombstone() -> None:
 
 def test_the_source_names_topic_partition_and_offset() -> None:
     assert source_of(record(b"v")) == "market.ticks.v1/3/41"
+
+
+class KnownDLQ(DeadLetters):
+    """A DLQ that holds nothing yet; each look at it takes a turn of the event loop, as the
+    real read does, so two callers can be inside ``holds`` at once."""
+
+    def __init__(self) -> None:
+        super().__init__(cast(Any, None), {})
+
+    async def _catch_up(self, dlq: str) -> None:
+        await asyncio.sleep(0)
+
+
+class CapturingPublisher:
+    """``send_raw`` as the DLQ path calls it; fails the first ``failures`` sends."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.sent: list[tuple[str, bytes | None]] = []
+        self.failures = failures
+
+    async def send_raw(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await asyncio.sleep(0)
+        if self.failures:
+            self.failures -= 1
+            raise KafkaTimeoutError("not acknowledged")
+        self.sent.append((topic, value))
+
+
+async def test_two_callers_sharing_what_the_dlq_holds_send_one_entry() -> None:
+    """A consume loop and a rebuild's replay meeting the same record at once."""
+    known, publisher = KnownDLQ(), CapturingPublisher()
+    bad = record(b"not json")
+    sent = await asyncio.gather(
+        *(dead_letter(cast(Any, publisher), bad, "decode", "x", known=known) for _ in range(2))
+    )
+    assert sorted(sent) == [False, True]
+    assert publisher.sent == [("market.ticks.v1.dlq", b"not json")]
+
+
+async def test_a_send_that_failed_is_sent_by_the_retry() -> None:
+    known, publisher = KnownDLQ(), CapturingPublisher(failures=1)
+    bad = record(b"not json")
+    with pytest.raises(KafkaTimeoutError):
+        await dead_letter(cast(Any, publisher), bad, "decode", "x", known=known)
+    assert await dead_letter(cast(Any, publisher), bad, "decode", "x", known=known)
+    assert not await dead_letter(cast(Any, publisher), bad, "decode", "x", known=known)
+    assert len(publisher.sent) == 1

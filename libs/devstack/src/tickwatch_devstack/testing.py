@@ -242,3 +242,38 @@ class ApiClient:
             text = await resp.text()
             assert resp.status == expect, f"{method} {path} -> {resp.status}: {text[:500]}"
             return json.loads(text) if text else None
+
+
+async def dead_letter_sources(
+    bootstrap: str, topics: list[str], timeout_s: float = 30
+) -> dict[str, int]:
+    """How many entries of each ``<topic>.dlq`` name each source (``topic/partition/offset``),
+    read to the DLQs' current ends."""
+    deadline = time.monotonic() + timeout_s
+    reader = AIOKafkaConsumer(
+        **client_options(bootstrap), group_id=None, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        tps = [TopicPartition(f"{topic}.dlq", 0) for topic in topics]
+        reader.assign(tps)
+        ends = await reader.end_offsets(tps)
+        for tp in tps:
+            reader.seek(tp, 0)
+        counts: dict[str, int] = {}
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DLQs not read to their ends in {timeout_s}s: {remaining}")
+            batches = await reader.getmany(*remaining, timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    headers = dict(record.headers or ())
+                    source = headers.get("dlq_source", b"").decode()
+                    counts[source] = counts.get(source, 0) + 1
+            for tp in list(remaining):
+                if await reader.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return counts
+    finally:
+        await reader.stop()

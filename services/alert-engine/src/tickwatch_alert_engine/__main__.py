@@ -16,6 +16,7 @@ from tickwatch_common.consumer_progress import ConsumerProgress
 from tickwatch_common.kafka import (
     Publisher,
     consume,
+    dead_letters_of,
     kafka_consumer,
     kafka_producer,
     stop_consuming,
@@ -51,6 +52,7 @@ async def consuming(
             max_records=settings.alert_engine_max_batch,
             stop=stop,
             after_round=worker.finish_round,
+            dead_letters=worker.dead_letters,  # the rebuilds dead-letter malformed changes too
         )
     )
     try:
@@ -98,6 +100,8 @@ async def running_alert_engine(
                 fetch_max_wait_ms=settings.alert_engine_fetch_max_wait_ms,
             )
         )
+        dead_letters = dead_letters_of(publisher)  # reads the DLQs only when first asked
+        stack.push_async_callback(dead_letters.close)
         # Readiness follows the positions the engine records (it keeps its own, in Postgres),
         # not what the consumer fetched: a replaced log or a stuck record turns /ready 503.
         progress = ConsumerProgress(
@@ -112,6 +116,7 @@ async def running_alert_engine(
             # rebuild runs inside the rebalance, and with 2 s waits two replicas' rebuilds ran
             # past the session timeout, again and again (test_two_replicas_split_partitions...).
             functools.partial(kafka_consumer, settings, group=None, fetch_max_wait_ms=500),
+            dead_letters,
             checkpoint_s=settings.alert_engine_checkpoint_ms / 1000,
             progress=progress,
         )

@@ -46,8 +46,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from tickwatch_common.backoff import Backoff
+from tickwatch_common.dead_letters import DeadLetters
 from tickwatch_common.events import AlertState, Tick
-from tickwatch_common.kafka import Delivered, Publisher, decode
+from tickwatch_common.kafka import (
+    Delivered,
+    Publisher,
+    dead_letter,
+    decode,
+    malformed_reason,
+)
 from tickwatch_common.log_identity import judge_position, read_log_identities
 from tickwatch_common.topics import ALERT_CHANGES, ALERTS_TRIGGERED, TICKS
 
@@ -85,6 +92,7 @@ class AlertEngineWorker:
         publisher: Publisher,
         store: TriggerStore,
         change_reader: ReaderFactory,
+        dead_letters: DeadLetters,
         checkpoint_s: float = 1.0,
         progress: Progress | None = None,
     ) -> None:
@@ -92,6 +100,7 @@ class AlertEngineWorker:
         self.publisher = publisher
         self.store = store
         self.change_reader = change_reader
+        self.dead_letters = dead_letters  # the malformed changes a rebuild reads go there once
         self.engine = Engine()
         self.owned: set[int] = set()
         self.next_offsets: dict[int, int] = {}
@@ -283,7 +292,16 @@ class AlertEngineWorker:
                         try:
                             item = decode(record)
                         except (ValidationError, ValueError, KeyError) as exc:
-                            log.warning("bad_alert_change", offset=record.offset, error=str(exc))
+                            # Into the DLQ here: the live consumer starts past it. Once, though
+                            # every rebuild reads it: self.dead_letters remembers what this
+                            # process sent, and reads what earlier ones left in the DLQ.
+                            await dead_letter(
+                                self.publisher,
+                                record,
+                                malformed_reason(exc),
+                                str(exc),
+                                known=self.dead_letters,
+                            )
                             continue
                         if item.key is not None:
                             engine.apply_change(item.key, _alert(item))
