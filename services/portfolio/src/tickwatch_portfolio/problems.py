@@ -44,5 +44,10 @@ def invalid(field: str, detail: str) -> Answer:
 
 
 def dec(value: Decimal) -> str:
-    """A decimal as the API writes it: plain digits, never an exponent (``1E+4``)."""
-    return format(value, "f")
+    """A decimal as the API writes it: plain digits, never an exponent (``1E+4``), and no
+    trailing zeros after the point: the ledger keeps a partial sell's cost share to 20 places,
+    and ``137.29`` is the same value as ``137.29000000000000000000``, easier read."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text

@@ -54,3 +54,11 @@ def test_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
 def test_decimals_are_written_without_an_exponent() -> None:
     assert dec(Decimal("1E+4")) == "10000"
     assert dec(Decimal("0.00000001")) == "0.00000001"
+
+
+def test_decimals_are_written_plain_without_trailing_zeros() -> None:
+    assert dec(Decimal("137.29000000000000000000")) == "137.29"
+    assert dec(Decimal("10000")) == "10000"
+    assert dec(Decimal("-0.54916000000000000000")) == "-0.54916"
+    assert dec(Decimal("0E-20")) == "0"
+    assert dec(Decimal("-0.000")) == "0"

@@ -28,6 +28,7 @@ from tickwatch_common.topics import PORTFOLIO_VALUATIONS, Topic
 from tickwatch_portfolio.accounting.domain import Account
 from tickwatch_portfolio.ledger.operations import Clock, now_ms
 from tickwatch_portfolio.metrics import VALUATION_FLUSH_SECONDS
+from tickwatch_portfolio.problems import dec
 from tickwatch_portfolio.valuation.domain import ZERO, Conflator, UserValuation, Valuer
 
 log = structlog.get_logger(__name__)
@@ -42,20 +43,25 @@ class Publishes(Protocol):
     async def publish(self, topic: Topic, event: Valuation, *, key: str) -> None: ...
 
 
+def _plain(value: Decimal) -> Decimal:
+    """The same value without trailing zeros, written as the API writes it (``dec``)."""
+    return Decimal(dec(value))
+
+
 def valuation_event(value: UserValuation, ts: int) -> Valuation:
     """The event for ``value``; a holding whose symbol has no price yet is left out (the
     contract's price is a number)."""
     return Valuation(
         user_id=value.user_id,
-        total_value=value.total_value,
-        cash=value.cash,
+        total_value=_plain(value.total_value),
+        cash=_plain(value.cash),
         holdings=[
             HoldingValue(
                 symbol=h.symbol,
-                quantity=h.quantity,
-                price=h.price,
-                value=h.value,
-                unrealized_pnl=h.unrealized_pnl,
+                quantity=_plain(h.quantity),
+                price=_plain(h.price),
+                value=_plain(h.value),
+                unrealized_pnl=_plain(h.unrealized_pnl),
             )
             for h in value.holdings
             if h.price is not None
