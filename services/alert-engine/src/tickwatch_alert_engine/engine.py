@@ -109,4 +109,5 @@ class Engine:
             channels=channels_of(alert),
             note=alert.note,
             window_seconds=alert.window_seconds,
+            source=tick.source,
         )

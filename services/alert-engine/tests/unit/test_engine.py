@@ -50,6 +50,7 @@ def test_trigger_carries_channels_note_and_a_deterministic_id() -> None:
     assert t.event_id == trigger_event_id("a1", 1) == trigger_event_id("a1", 1)
     assert t.event_id != trigger_event_id("a1", 2)
     assert (t.sequence, str(t.threshold), str(t.price), t.note) == (1, "100", "101", "n")
+    assert t.source == "replay"  # the tick's, for the note's {{source}}
     assert [(c.type, c.to, c.url, c.secret) for c in t.channels] == [
         ("email", "u@example.com", None, None),
         ("webhook", None, "https://hooks.example.com/x", "s3cret"),

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tickwatch_common.events.base import DecimalStr, EpochMs, Event, Symbol
+from tickwatch_common.events.base import DecimalStr, EpochMs, Event, Source, Symbol
 
 Condition = Literal["above", "below", "crosses_up", "crosses_down", "pct_change"]
 Frequency = Literal["once", "recurring"]
@@ -66,3 +66,5 @@ class Trigger(Event):
     note: str | None = None
     window_seconds: int | None = None
     """For ``pct_change``: the window the move of ``threshold`` percent happened within."""
+    source: Source | None = None
+    """The source of the tick that fired it (``None`` from an engine older than the field)."""
