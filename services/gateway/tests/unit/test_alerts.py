@@ -1,11 +1,17 @@
-"""The alert rules and the webhook target check as the gateway uses it, with plain data (the
-address rules themselves: libs/common/tests/unit/test_ssrf.py)."""
+"""The alert rules, the webhook target check as the gateway uses it and the note's placeholder
+rule at the body models, with plain data (the address rules themselves:
+libs/common/tests/unit/test_ssrf.py; the placeholders: test_note_template.py)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 from tickwatch_common.ssrf import check_webhook_target
 from tickwatch_gateway.alerts.domain import (
     MAX_URL_LENGTH,
@@ -16,6 +22,7 @@ from tickwatch_gateway.alerts.domain import (
     effective_status,
     patch_needs_future_expiry,
 )
+from tickwatch_gateway.alerts.routes import AlertCreate, AlertPatch, alert_body_problem
 
 NOW = 1_800_000_000_000
 KNOWN = {"BTCUSDT": "BTC-USDT", "ETHUSDT": "ETH-USDT"}
@@ -162,3 +169,45 @@ def test_only_a_new_expiry_or_a_reactivation_must_lie_in_the_future() -> None:
     assert not patch_needs_future_expiry(PRICE, {"note"})
     paused = apply_patch(PRICE, {"status": "paused"})
     assert not patch_needs_future_expiry(paused, {"status", "expires_at_ms"})
+
+
+# ------------------------------------------------------------ the note's placeholders
+
+
+def _note_refusal(model: type[BaseModel], body: Mapping[str, object]) -> dict[str, str]:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)
+    [error] = alert_body_problem(caught.value).extensions["errors"]
+    return dict(error)
+
+
+PRICE_BODY = {"symbol": "BTC-USDT", "condition": "above", "target_price": "70000"}
+
+
+@pytest.mark.parametrize("note", ["at {{ prix }}", "{{ price.__class__ }}", "{{{{", "{{price"])
+def test_a_note_with_an_unknown_or_malformed_placeholder_is_refused_at_note(note: str) -> None:
+    for model, body in ((AlertCreate, {**PRICE_BODY, "note": note}), (AlertPatch, {"note": note})):
+        error = _note_refusal(model, body)
+        assert error["field"] == "note", error
+        assert "{{symbol}}, {{price}}, {{condition}}, {{threshold}}, {{time}}" in error["message"]
+
+
+def test_a_note_with_known_placeholders_is_kept_as_written() -> None:
+    note = "take profit: {{symbol}} at {{ price }} {{time}} {{rsi}} {single}"
+    created = AlertCreate.model_validate({**PRICE_BODY, "note": note}).root
+    assert created.note == note
+    assert AlertPatch.model_validate({"note": note}).note == note
+    description = AlertPatch.model_json_schema()["properties"]["note"]["description"]
+    assert "{{symbol}}" in description and "{{alert_id}}" in description
+
+
+@given(st.text(alphabet="{} pricesymbolt_\n\x00", max_size=30))
+def test_the_notes_schema_pattern_accepts_what_the_gateway_accepts(note: str) -> None:
+    """A fuzzer reading the OpenAPI document (``re.search``) agrees with the validator."""
+    pattern = AlertPatch.model_json_schema()["properties"]["note"]["anyOf"][0]["pattern"]
+    try:
+        AlertPatch.model_validate({"note": note})
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert bool(re.search(pattern, note)) == accepted

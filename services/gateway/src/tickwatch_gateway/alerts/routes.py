@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic.config import JsonDict, JsonValue
 from tickwatch_common.events.alerts import AlertStatus, ChannelName, Condition, Frequency
 from tickwatch_common.events.base import now_ms
+from tickwatch_common.note_template import ALLOWED_TEXT, KnownPlaceholders
 from tickwatch_common.ssrf import check_webhook_target, resolve_host
 from tickwatch_common.text import CleanText
 
@@ -59,7 +60,19 @@ Url = Annotated[
     CleanText(max_length=2048, pattern=r"[Hh][Tt][Tt][Pp][Ss]?://[^\s\x00-\x1f\x7f]+"),
     Field(description="an http or https URL whose host resolves to a public address"),
 ]
-Note = Annotated[str, CleanText(max_length=500, multiline=True)]
+NOTE_DESCRIPTION = (
+    "Free text (at most 500 characters, newlines allowed) added to the e-mail and the webhook."
+    f" Placeholders are filled from the trigger: {ALLOWED_TEXT} (`{{{{ price }}}}` with spaces"
+    " too; `time` is ISO-8601 UTC, `rsi` is empty until indicator alerts exist). Nothing else"
+    " between `{{` and `}}` is evaluated: an unknown name or a `{{` that opens no placeholder"
+    " is refused (422)."
+)
+Note = Annotated[
+    str,
+    CleanText(max_length=500, multiline=True),
+    KnownPlaceholders(),
+    Field(examples=["take profit at {{price}} ({{time}})"]),
+]
 Channels = Annotated[list[ChannelName], Field(min_length=1, max_length=2)]
 UniqueChannels = Annotated[
     list[ChannelName], Field(min_length=1, max_length=2, json_schema_extra={"uniqueItems": True})
@@ -96,7 +109,7 @@ class _AlertCreateBase(BaseModel):
     expires_at: AwareDatetime | None = None
     channels: UniqueChannels = ["email"]
     webhook_url: Url | None = None
-    note: Note | None = None
+    note: Note | None = Field(default=None, description=NOTE_DESCRIPTION)
 
 
 class PriceAlertCreate(_AlertCreateBase):
@@ -161,7 +174,7 @@ class AlertPatch(BaseModel):
     expires_at: AwareDatetime | None = None
     channels: Channels = _absent(uniqueItems=True)
     webhook_url: Url | None = None
-    note: Note | None = None
+    note: Note | None = Field(default=None, description=NOTE_DESCRIPTION)
     status: Literal["active", "paused"] = _absent()
 
 
