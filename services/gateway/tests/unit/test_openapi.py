@@ -27,6 +27,20 @@ def test_every_operation_is_documented_with_its_models() -> None:
         "change_24h_pct",
         "volume_24h",
     }
+    schemas = doc["components"]["schemas"]
+    assert {"sources", "price", "ts", "source_prices", "spread"} <= set(
+        schemas["Market"]["properties"]
+    )
+    assert set(schemas["SourcePrice"]["required"]) == {"source", "price", "ts", "age_s", "fresh"}
+    assert {"absolute", "pct"} <= set(schemas["MarketSpread"]["properties"])
+    for path in ("/api/v1/prices/{symbol}", "/api/v1/prices/{symbol}/history"):
+        (source,) = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == "source"]
+        assert source["schema"]["anyOf"][0]["enum"] == [
+            "binance",
+            "coingecko",
+            "coinbase",
+            "replay",
+        ]
     register = doc["paths"]["/api/v1/auth/register"]["post"]
     assert {"413", "415", "422", "429"} <= set(register["responses"])
     assert doc["paths"]["/api/v1/api-keys"]["post"]["security"] == [{"bearerAuth": []}]

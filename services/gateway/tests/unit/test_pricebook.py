@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tickwatch_common.events import Tick
-from tickwatch_gateway.market.pricebook import PriceBook, price_json
+from tickwatch_gateway.market.pricebook import PriceBook, freshest, price_json
 from tickwatch_gateway.market.symbols import SymbolDirectory
 
 
@@ -38,3 +38,25 @@ def test_an_older_tick_never_replaces_a_newer_one() -> None:
     assert book.latest("SHIB-USDT").tick.source == "replay"  # type: ignore[union-attr]
     assert book.latest("SHIB-USDT", "binance").tick.price == 3  # type: ignore[union-attr]
     assert book.symbols.resolve("shibusdt") == "SHIB-USDT"
+
+
+def test_without_a_source_the_latest_event_time_wins_whatever_the_arrival_order() -> None:
+    ticks = [tick("10", 300, "coingecko"), tick("11", 200, "binance"), tick("12", 300, "replay")]
+    for order in (ticks, ticks[::-1], [ticks[1], ticks[0], ticks[2]]):
+        book = PriceBook(SymbolDirectory())
+        for t in order:
+            book.update(t)
+        # 300 ms is the latest; coingecko and replay tie there, and "coingecko" sorts first.
+        assert book.latest("SHIB-USDT").tick.source == "coingecko"  # type: ignore[union-attr]
+        assert [v.tick.source for v in book.by_source("SHIB-USDT")] == [
+            "binance",
+            "coingecko",
+            "replay",
+        ]
+    book.update(tick("13", 301, "binance"))
+    assert book.latest("SHIB-USDT").tick.price == 13  # type: ignore[union-attr]
+
+
+def test_freshest_of_nothing_is_none() -> None:
+    assert freshest([]) is None
+    assert PriceBook(SymbolDirectory()).latest("SHIB-USDT", "coinbase") is None

@@ -1,4 +1,9 @@
-"""What a notification says: the email (subject, text and HTML from templates) and the webhook body."""
+"""What a notification says: the email (subject, text and HTML from templates) and the webhook body.
+
+The alert's note is the user's text with its ``{{ name }}`` placeholders filled from the trigger
+(:mod:`tickwatch_common.note_template`): as written in the text mail, HTML-escaped (its text and
+the values) in the HTML mail, and in the webhook body as ``note_rendered`` beside the raw ``note``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from tickwatch_common.events import Trigger
+from tickwatch_common.note_template import render as render_note
+from tickwatch_common.note_template import trigger_values
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -76,7 +83,9 @@ class Templates:
             + ("%" + _window(trigger.window_seconds) if trigger.condition == "pct_change" else ""),
             "price": _plain(trigger.price),
             "time_utc": utc_time(trigger.ts_event),
-            "note": trigger.note,
+            "note": rendered_note(trigger, html=False),
+            # escaped here, text and values alike: the template marks it safe (escaped once)
+            "note_html": rendered_note(trigger, html=True),
             "link": alert_link(self.public_base_url, trigger.alert_id),
             "alert_id": trigger.alert_id,
             "event_id": trigger.event_id,
@@ -87,6 +96,13 @@ class Templates:
             text=self.env.get_template("alert.txt.j2").render(context),
             html=self.env.get_template("alert.html.j2").render(context),
         )
+
+
+def rendered_note(trigger: Trigger, *, html: bool) -> str:
+    """The note with its placeholders filled ("" without a note); ``html``: HTML-escaped."""
+    if trigger.note is None:
+        return ""
+    return render_note(trigger.note, trigger_values(trigger), html=html)
 
 
 def _plain(value: Decimal) -> str:
@@ -124,7 +140,9 @@ def email_message(
 
 
 def webhook_body(trigger: Trigger) -> bytes:
-    """The JSON a webhook receives: the trigger without channel details (no secrets)."""
+    """The JSON a webhook receives: the trigger without channel details (no secrets). ``note`` is
+    the note as its owner wrote it (as the API answers it), ``note_rendered`` the same with its
+    placeholders filled, not escaped (``null`` both without a note)."""
     payload = {
         "type": "alert.triggered",
         "event_id": trigger.event_id,
@@ -139,5 +157,6 @@ def webhook_body(trigger: Trigger) -> bytes:
         "ts_event": trigger.ts_event,
         "triggered_at": trigger.triggered_at,
         "note": trigger.note,
+        "note_rendered": None if trigger.note is None else rendered_note(trigger, html=False),
     }
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()

@@ -133,7 +133,8 @@ async def test_one_email_with_the_right_content_reaches_the_mail_catcher(
     stack: Any, publisher: Publisher, outcomes: Any, notifier_settings: Settings
 ) -> None:
     to = email_to()
-    trigger = make_trigger([TriggerChannel(type="email", to=to)])
+    note = "time to sell {{symbol}} at {{ price }} <b>&</b>"
+    trigger = make_trigger([TriggerChannel(type="email", to=to)], note=note)
     later = make_trigger([TriggerChannel(type="email", to=email_to())], alert_id=trigger.alert_id)
     async with running_notifier(notifier_settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment")
@@ -150,9 +151,12 @@ async def test_one_email_with_the_right_content_reaches_the_mail_catcher(
     text = mail.get_body(preferencelist=("plain",)).get_content()
     html = mail.get_body(preferencelist=("html",)).get_content()
     for part in (text, html):
-        assert "ETH-USDT" in part and "3501.25" in part and "time to sell" in part
+        assert "ETH-USDT" in part and "3501.25" in part
         assert "2026-11-18 11:06:40 UTC" in part
         assert f"https://tickwatch.test/alerts/{trigger.alert_id}" in part
+    # the note's placeholders filled; its markup escaped in the HTML part only
+    assert "time to sell ETH-USDT at 3501.25 <b>&</b>" in text
+    assert "time to sell ETH-USDT at 3501.25 &lt;b&gt;&amp;&lt;/b&gt;" in html
     conn = await asyncpg.connect(notifier_settings.database_url)
     try:
         row = await conn.fetchrow(
@@ -213,7 +217,10 @@ async def test_webhook_is_signed_retried_on_503_and_delivered_once(
     app.router.add_post("/hook", hook)
     base = await http_server(app)
     secret = uuid.uuid4().hex
-    trigger = make_trigger([TriggerChannel(type="webhook", url=f"{base}/hook", secret=secret)])
+    trigger = make_trigger(
+        [TriggerChannel(type="webhook", url=f"{base}/hook", secret=secret)],
+        note="{{symbol}} <at> {{price}}",
+    )
     async with running_notifier(notifier_settings, serve_ops=False) as worker:
         await wait_until(worker.assigned.is_set, what="assignment")
         await send(publisher, trigger)
@@ -227,6 +234,8 @@ async def test_webhook_is_signed_retried_on_503_and_delivered_once(
     assert not verify("wrong", headers[TIMESTAMP_HEADER], body, headers[SIGNATURE_HEADER])
     payload = json.loads(body)
     assert payload["event_id"] == trigger.event_id and payload["price"] == "3501.25"
+    assert payload["note"] == "{{symbol}} <at> {{price}}"  # as the owner wrote it
+    assert payload["note_rendered"] == "ETH-USDT <at> 3501.25"  # filled, never escaped
 
 
 async def test_webhook_4xx_is_permanent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import html
 import json
 import uuid
 
@@ -44,6 +45,43 @@ def test_email_has_text_and_html_with_every_detail() -> None:
         assert "https://tickwatch.example/alerts/a-1" in part
     assert "take <profit>" in rendered.text
     assert "take &lt;profit&gt;" in rendered.html  # the user's note is escaped in HTML
+
+
+HOSTILE = (
+    """<script>alert('x')</script> "q" & {{symbol}} at {{ price }} ({{condition}} {{threshold}},"""
+    """ {{time}}, {{source}}, {{alert_id}}) rsi={{rsi}} {0.__class__} {% raw %}{{nope}}"""
+)
+
+
+def test_the_note_is_filled_from_the_trigger_as_written_in_text_and_escaped_in_html() -> None:
+    t = trigger(note=HOSTILE, symbol="ETH-USDT", price="70010.50", source="binance")
+    t = t.model_copy(update={"ts_event": 1_795_000_000_007})
+    filled = (
+        """<script>alert('x')</script> "q" & ETH-USDT at 70010.50 (crosses_up 70000,"""
+        """ 2026-11-18T11:06:40.007Z, binance, a-1) rsi= {0.__class__} {% raw %}{{nope}}"""
+    )
+    rendered = Templates("http://x").render(t)
+    assert f"Your note: {filled}\n" in rendered.text
+    escaped = html.escape(filled, quote=True)
+    assert f"<em>{escaped}</em>" in rendered.html  # escaped once: no &amp;lt;
+    assert "<script>" not in rendered.html and "&amp;lt;" not in rendered.html
+    body = json.loads(webhook_body(t))
+    assert (body["note"], body["note_rendered"]) == (HOSTILE, filled)
+
+
+def test_a_value_that_looks_like_markup_is_escaped_and_not_filled_again() -> None:
+    # no symbol can hold these characters; the notifier escapes any value all the same
+    t = trigger(note="{{alert_id}}", alert_id="<i>{{price}}</i>")
+    rendered = Templates("http://x").render(t)
+    assert "Your note: <i>{{price}}</i>\n" in rendered.text
+    assert "<em>&lt;i&gt;{{price}}&lt;/i&gt;</em>" in rendered.html
+
+
+def test_without_a_note_the_webhook_says_null_twice_and_a_missing_value_is_empty() -> None:
+    body = json.loads(webhook_body(trigger(note=None)))
+    assert (body["note"], body["note_rendered"]) == (None, None)
+    older = trigger(note="[{{source}}]")  # from an engine that did not yet set the source
+    assert json.loads(webhook_body(older))["note_rendered"] == "[]"
 
 
 def test_pct_change_headline_names_the_window() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
+from tickwatch_common.events.base import Interval, Source
 
 from tickwatch_gateway.http.api_types import DecimalString, QueryDateTime, Timestamp, decimal_str
 from tickwatch_gateway.http.conditional import cached_json
@@ -19,8 +19,6 @@ from tickwatch_gateway.market.price_routes import SYMBOL_PARAM, resolve_symbol
 from tickwatch_gateway.market.rollup import Bar
 from tickwatch_gateway.runtime.clock import iso_from_ms, ms_from_datetime
 
-Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
-Source = Literal["binance", "coingecko", "replay"]
 MAX_AGE_S = 5
 
 

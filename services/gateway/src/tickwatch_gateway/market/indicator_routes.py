@@ -8,6 +8,7 @@ from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
+from tickwatch_common.events.base import Interval, Source
 from tickwatch_common.text import CleanText
 
 from tickwatch_gateway.http.api_types import DecimalString, Timestamp
@@ -15,7 +16,7 @@ from tickwatch_gateway.http.conditional import cached_json
 from tickwatch_gateway.http.openapi import Api
 from tickwatch_gateway.http.problems import parse_query
 from tickwatch_gateway.market import indicators
-from tickwatch_gateway.market.history_routes import Interval, Source, bars_for
+from tickwatch_gateway.market.history_routes import bars_for
 from tickwatch_gateway.market.keys import CACHE, SYMBOLS
 from tickwatch_gateway.market.price_routes import SYMBOL_PARAM, resolve_symbol
 from tickwatch_gateway.runtime.clock import iso_from_ms

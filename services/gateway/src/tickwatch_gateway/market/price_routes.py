@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from tickwatch_common.events.base import Source, now_ms
 
 from tickwatch_gateway.http.api_types import DecimalString, Timestamp, decimal_str
 from tickwatch_gateway.http.conditional import cached_json
 from tickwatch_gateway.http.openapi import Api
 from tickwatch_gateway.http.problems import ProblemError, parse_query
-from tickwatch_gateway.market.keys import BOOK, SYMBOLS
+from tickwatch_gateway.market.keys import BOOK, MARKET_SETTINGS, SYMBOLS
 from tickwatch_gateway.market.pricebook import price_json
+from tickwatch_gateway.market.spread import source_rows, spread_json
 from tickwatch_gateway.market.symbols import SymbolDirectory
 
 MAX_AGE_S = 1
@@ -32,13 +33,35 @@ class PriceList(BaseModel):
     items: list[Price]
 
 
+class SourcePrice(BaseModel):
+    source: str
+    price: DecimalString
+    ts: Timestamp
+    age_s: float = Field(description="Seconds since the tick's event time (0 if in the future)")
+    fresh: bool = Field(description="At most SPREAD_MAX_AGE_S old: counted in the spread")
+
+
+class MarketSpread(BaseModel):
+    """Over the sources with a fresh price; null with fewer than two."""
+
+    absolute: DecimalString = Field(description="Highest fresh price minus the lowest")
+    pct: DecimalString | None = Field(
+        description="`absolute` in % of the lowest, rounded half-even to 6 places"
+    )
+    low_source: str
+    high_source: str
+    sources: int = Field(description="How many fresh prices were compared")
+
+
 class Market(BaseModel):
     symbol: str
     base: str
     quote: str
-    sources: list[str]
-    price: DecimalString | None
+    sources: list[str] = Field(description="The sources that sent a price, by name")
+    price: DecimalString | None = Field(description="The freshest source's price")
     ts: Timestamp | None
+    source_prices: list[SourcePrice] = Field(description="Each source's latest, by name")
+    spread: MarketSpread | None
 
 
 class MarketList(BaseModel):
@@ -46,7 +69,11 @@ class MarketList(BaseModel):
 
 
 class PriceQuery(BaseModel):
-    source: Literal["binance", "coingecko", "replay"] | None = None
+    source: Source | None = Field(
+        default=None,
+        description="That source's latest; without it the freshest (latest event time; a tie"
+        " goes to the source whose name sorts first)",
+    )
 
 
 class PricesQuery(BaseModel):
@@ -72,7 +99,7 @@ async def get_price(request: web.Request) -> web.Response:
     symbol = resolve_symbol(request.app[SYMBOLS], request.match_info["symbol"])
     view = request.app[BOOK].latest(symbol, query.source)
     if view is None:
-        where = f" from {query.source}" if query.source else ""
+        where = f" from source {query.source!r}" if query.source else ""
         raise ProblemError(404, f"no price received yet for {symbol}{where}")
     return cached_json(request, view.body, max_age=MAX_AGE_S, etag=view.etag)
 
@@ -90,10 +117,13 @@ async def list_prices(request: web.Request) -> web.Response:
 
 async def list_markets(request: web.Request) -> web.Response:
     book = request.app[BOOK]
+    max_age_ms = int(request.app[MARKET_SETTINGS].spread_max_age_s * 1000)
+    now = now_ms()
     items = []
     for symbol in request.app[SYMBOLS].known():
         base, _, quote = symbol.partition("-")
         view = book.latest(symbol)
+        views = book.by_source(symbol)
         items.append(
             {
                 "symbol": symbol,
@@ -102,6 +132,8 @@ async def list_markets(request: web.Request) -> web.Response:
                 "sources": book.sources(symbol),
                 "price": None if view is None else decimal_str(view.tick.price),
                 "ts": None if view is None else price_json(view.tick)["ts"],
+                "source_prices": source_rows(views, now, max_age_ms),
+                "spread": spread_json(views, now, max_age_ms),
             }
         )
     return cached_json(request, json.dumps({"items": items}).encode(), max_age=MAX_AGE_S)
@@ -115,7 +147,7 @@ def register(api: Api) -> None:
         "GET",
         "/markets",
         list_markets,
-        summary="Known markets",
+        summary="Known markets, each source's price and the spread between sources",
         tag="market",
         response=MarketList,
         cached=True,

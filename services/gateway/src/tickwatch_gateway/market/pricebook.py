@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tickwatch_common.events import Tick
@@ -40,37 +41,45 @@ class PriceView:
         return cls(tick, body, '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"')
 
 
+def freshest(views: Iterable[PriceView]) -> PriceView | None:
+    """The view with the latest event time (``ts_event``); on a tie, the source whose name sorts
+    first (``binance`` < ``coinbase`` < ``coingecko`` < ``replay``).
+
+    The tie rule looks at the ticks alone, never at their arrival order, so every replica (and
+    a replica warmed from Redis, whose hash comes back in no order) serves the same one."""
+    return min(views, key=lambda v: (-v.tick.ts_event, v.tick.source), default=None)
+
+
 class PriceBook:
     def __init__(self, symbols: SymbolDirectory) -> None:
         self.symbols = symbols
-        self._by_source: dict[tuple[str, str], PriceView] = {}
+        self._by_symbol: dict[str, dict[str, PriceView]] = {}
         self._latest: dict[str, PriceView] = {}
 
     def update(self, tick: Tick) -> PriceView | None:
         """Keep ``tick`` unless a newer one of the same symbol and source is held."""
-        key = (tick.symbol, tick.source)
-        held = self._by_source.get(key)
-        if held is not None and held.tick.ts_event > tick.ts_event:
+        held = self._by_symbol.setdefault(tick.symbol, {})
+        kept = held.get(tick.source)
+        if kept is not None and kept.tick.ts_event > tick.ts_event:
             return None
-        view = PriceView.of(tick)
-        self._by_source[key] = view
-        latest = self._latest.get(tick.symbol)
-        if (
-            latest is None
-            or latest.tick.source == tick.source
-            or (latest.tick.ts_event <= tick.ts_event)
-        ):
-            self._latest[tick.symbol] = view
+        view = held[tick.source] = PriceView.of(tick)
+        self._latest[tick.symbol] = freshest(held.values()) or view
         self.symbols.add(tick.symbol)
         return view
 
     def latest(self, symbol: str, source: str | None = None) -> PriceView | None:
+        """``source``'s latest tick of ``symbol``; without one, the :func:`freshest` source's."""
         if source is None:
             return self._latest.get(symbol)
-        return self._by_source.get((symbol, source))
+        return self._by_symbol.get(symbol, {}).get(source)
 
     def all_latest(self) -> list[PriceView]:
         return [self._latest[s] for s in sorted(self._latest)]
 
+    def by_source(self, symbol: str) -> list[PriceView]:
+        """Each source's latest tick of ``symbol``, by source name."""
+        held = self._by_symbol.get(symbol, {})
+        return [held[source] for source in sorted(held)]
+
     def sources(self, symbol: str) -> list[str]:
-        return sorted(src for sym, src in self._by_source if sym == symbol)
+        return sorted(self._by_symbol.get(symbol, {}))

@@ -37,7 +37,7 @@ PRODUCED = [CANDLES_TOPIC]
 def install_market(app: web.Application, settings: MarketSettings) -> None:
     """After the runtime's resources (uses their pool, Redis and publisher)."""
     app[MARKET_SETTINGS] = settings
-    app[SYMBOLS] = SymbolDirectory(settings.symbol_list)
+    app[SYMBOLS] = SymbolDirectory(settings.market_list)
     app[BOOK] = PriceBook(app[SYMBOLS])
     app[HUB] = Hub()
     ws_routes.add_routes(app)
