@@ -4,8 +4,8 @@
 appends its cleanup contexts, one per resource, which aiohttp enters in this order when the
 app starts and leaves in reverse when it stops. The public app answers ``/health`` and ``/ready``
 (load balancers probe it); ``/metrics`` is only on the ops listener (:func:`build_ops_app`,
-``OPS_HOST:GATEWAY_OPS_PORT``). The runtime's (pool, Redis, publisher) come first, so every feature's may use them; the market's hub comes before the alerts, which push
-triggers through it. The API's operations are registered in the order of the OpenAPI document.
+``OPS_HOST:GATEWAY_OPS_PORT``). The runtime's (pool, Redis, publisher) come first, so every feature's may use them; the market's hub comes before analytics and the alerts, which
+push through it. The API's operations are registered in the order of the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tickwatch_common.ops import add_probe_routes, ops_app
 from tickwatch_gateway.accounts import admit, install_accounts, register_accounts
 from tickwatch_gateway.alerts import PRODUCED as ALERT_TOPICS
 from tickwatch_gateway.alerts import install_alerts, register_alerts
+from tickwatch_gateway.analytics import install_analytics, register_analytics
 from tickwatch_gateway.dashboard import install_dashboard
 from tickwatch_gateway.http.middleware import edge_middleware
 from tickwatch_gateway.http.openapi import Api, add_docs_routes
@@ -34,6 +35,7 @@ VERSION = "0.1.0"
 def build_api() -> Api:
     api = Api("/api/v1")
     register_market(api)
+    register_analytics(api)
     register_accounts(api)
     register_alerts(api)
     register_portfolio(api)
@@ -49,6 +51,7 @@ def build_app(settings: Settings) -> web.Application:
     install_http(app, settings)
     install_accounts(app, settings)
     install_market(app, settings)
+    install_analytics(app, settings)
     install_alerts(app, settings)
     install_portfolio(app, settings)
     install_dashboard(app)

@@ -1,6 +1,6 @@
 """The gateway's packages depend one way, and features meet only at each other's face.
 
-``runtime`` ← ``http`` ← ``accounts`` ← ``market`` ← ``alerts`` (``dashboard`` needs only the
+``runtime`` ← ``http`` ← ``accounts`` ← ``market`` ← ``analytics``, ``alerts`` (``dashboard`` needs only the
 edge); the composition root (``app``, ``settings``, ``__main__``) imports everything and nothing
 imports it. A feature reaches another only through its package (``tickwatch_gateway.market``),
 never a module inside it, so a feature's insides can change without touching its neighbours.
@@ -15,14 +15,15 @@ import pytest
 import tickwatch_gateway
 
 ROOT = Path(tickwatch_gateway.__file__).parent
-LAYERS = ["runtime", "http", "accounts", "market", "alerts", "portfolio", "dashboard"]
-FEATURES = {"accounts", "market", "alerts", "portfolio", "dashboard"}
+LAYERS = ["runtime", "http", "accounts", "market", "analytics", "alerts", "portfolio", "dashboard"]
+FEATURES = {"accounts", "market", "analytics", "alerts", "portfolio", "dashboard"}
 # What each package may import besides itself (dashboard sits beside the features, on the edge).
 ALLOWED = {
     "runtime": set(),
     "http": {"runtime"},
     "accounts": {"runtime", "http"},
     "market": {"runtime", "http", "accounts"},
+    "analytics": {"runtime", "http", "market"},
     "alerts": {"runtime", "http", "accounts", "market"},
     "portfolio": {"runtime", "http", "accounts", "market"},
     "dashboard": {"runtime", "http"},

@@ -99,6 +99,12 @@ class Subscriber:
 class Hub:
     def __init__(self) -> None:
         self._by_channel: dict[str, set[Subscriber]] = {}
+        self.named: set[str] = set()
+        """Public channels another feature publishes to, subscribed by their exact name."""
+
+    def declare(self, channel: str) -> None:
+        """Let clients subscribe to ``channel`` (a feature's own, such as ``analytics:movers``)."""
+        self.named.add(channel)
 
     def subscribers(self, channel: str) -> frozenset[Subscriber]:
         """Who subscribes to ``channel`` now (a copy: the caller may offer to each)."""

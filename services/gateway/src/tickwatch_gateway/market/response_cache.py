@@ -5,7 +5,7 @@ about it. Without Redis (:class:`RedisGuard` reports it down) every call compute
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import cast
 
 from prometheus_client import Counter
@@ -35,6 +35,15 @@ class ResponseCache:
 
         return await self.guard.call(get, None)
 
+    async def versions(self, symbols: Sequence[str]) -> list[int] | None:
+        """:meth:`version` of each symbol, in one round trip."""
+
+        async def mget(r: Redis) -> list[int]:
+            raws = await r.mget([self._version_key(s) for s in symbols])
+            return [int(raw) if raw is not None else 0 for raw in raws]
+
+        return await self.guard.call(mget, None) if symbols else []
+
     async def bump(self, symbols: Iterable[str]) -> None:
         async def incr(r: Redis) -> None:
             async with r.pipeline(transaction=False) as pipe:
@@ -59,16 +68,22 @@ class ResponseCache:
         await self.guard.call(setex, None)
 
     async def read_through(
-        self, kind: str, symbol: str, query: str, compute: Callable[[], Awaitable[bytes]]
+        self,
+        kind: str,
+        symbol: str | Sequence[str],
+        query: str,
+        compute: Callable[[], Awaitable[bytes]],
     ) -> bytes:
-        """The cached answer for ``query`` at the symbol's current candle version, or the
-        computed one (stored for next time). A new candle bumps the version, so stale answers
-        are never read; without Redis every call computes."""
-        version = await self.version(symbol)
-        key = f"{kind}:{symbol}:{query}:v{version}"
-        body = await self.get(key) if version is not None else None
+        """The cached answer for ``query`` at the current candle version of the symbol (or of
+        each of several, for an answer about them all), or the computed one (stored for next
+        time). A new candle bumps the version, so stale answers are never read; without Redis
+        every call computes."""
+        symbols = [symbol] if isinstance(symbol, str) else list(symbol)
+        versions = await self.versions(symbols)
+        key = f"{kind}:{','.join(symbols)}:{query}:v{'.'.join(map(str, versions or ()))}"
+        body = await self.get(key) if versions is not None else None
         if body is None:
             body = await compute()
-            if version is not None:
+            if versions is not None:
                 await self.set(key, body)
         return body

@@ -1,7 +1,8 @@
 """WebSocket ``/ws``: live prices and candles; ``auth`` opens the private channels.
 
 Client → server (JSON text frames):
-  ``{"op": "subscribe", "channels": ["prices:BTC-USDT", "prices:*", "candles:BTC-USDT:1m"]}``,
+  ``{"op": "subscribe", "channels": ["prices:BTC-USDT", "prices:*", "candles:BTC-USDT:1m"]}``
+  (and the channels other features declare on the hub, such as ``analytics:movers``),
   ``{"op": "unsubscribe", "channels": [...]}``, ``{"op": "auth", "token": "<access JWT>"}``
   (then ``alerts`` and ``portfolio`` may be subscribed), ``{"op": "ping"}``.
 Server → client: ``{"channel": ..., "data": ...}``; replies ``{"op": "subscribed" | "unsubscribed"
@@ -41,7 +42,7 @@ class ChannelError(ValueError):
 def canonical_channel(request: web.Request, raw: object) -> str:
     if not isinstance(raw, str) or len(raw) > 100:
         raise ChannelError("a channel is a short string")
-    if raw == PRICES_ALL or raw in PRIVATE_CHANNELS:
+    if raw == PRICES_ALL or raw in PRIVATE_CHANNELS or raw in request.app[HUB].named:
         return raw
     kind, _, rest = raw.partition(":")
     symbols = request.app[SYMBOLS]
