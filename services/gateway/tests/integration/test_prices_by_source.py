@@ -13,7 +13,7 @@ from tickwatch_common.kafka import kafka_producer
 from tickwatch_common.settings import KafkaSettings
 from tickwatch_common.topics import TICKS
 from tickwatch_devstack.infra import Stack
-from tickwatch_devstack.testing import wait_until
+from tickwatch_devstack.testing import receive_json_until, wait_until
 
 from .conftest import MakeClient
 
@@ -64,6 +64,9 @@ async def test_source_choice_freshest_rule_and_spread(
     status, body = await price(client, symbol)
     assert status == 404 and "no price received yet" in body["detail"]
     await wait_until(lambda: ready(client), what="the market feed positioned")
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"op": "subscribe", "channels": [f"prices:{symbol}"]})
+    await receive_json_until(ws, lambda b: b.get("op") == "subscribed")
 
     now = int(time.time() * 1000)
     await publish(
@@ -112,6 +115,17 @@ async def test_source_choice_freshest_rule_and_spread(
     await wait_until(binance_tied, what="binance's tied tick")
     status, body = await price(client, symbol)
     assert (status, body["source"], body["price"]) == (200, "binance", "100.02")
+
+    # /ws sends a tick only when it is the freshest: never the stale CoinGecko price.
+    live: list[tuple[str, str]] = []
+
+    def heard(body: dict[str, Any]) -> bool:
+        live.append((body["data"]["source"], body["data"]["price"]))
+        return bool(body["data"]["price"] == "100.02")
+
+    await receive_json_until(ws, heard)
+    assert live == [("binance", "100.10"), ("coinbase", "100.00"), ("binance", "100.02")]
+    await ws.close()
 
 
 async def ready(client: Client) -> bool:

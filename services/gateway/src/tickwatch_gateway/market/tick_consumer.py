@@ -1,11 +1,13 @@
 """The live market feed: a group-less consumer, so every replica sees every tick and candle.
 
-Ticks update the in-memory price book, are written through to Redis and fanned out to
-WebSocket subscribers; candles are fanned out (their persistence is :mod:`candles`' job, in a
-consumer group). Offsets are not committed: a replica starts from the end of each partition
-and fills its book from Redis, which every replica writes through. A malformed record is
-counted and logged but not dead-lettered: every replica sees it, and one copy in the DLQ is
-the job of the consumer groups (the candle store here; the alert engine's for ticks).
+Ticks update the in-memory price book and are written through to Redis; a tick that is now
+its symbol's freshest (``pricebook.freshest``) is fanned out to WebSocket subscribers, so a
+lagging source (CoinGecko's minute-old prices beside Binance's) never moves the live price
+back. Candles are fanned out (their persistence is :mod:`candles`' job, in a consumer group).
+Offsets are not committed: a replica starts from the end of each partition and fills its book
+from Redis, which every replica writes through. A malformed record is counted and logged but
+not dead-lettered: every replica sees it, and one copy in the DLQ is the job of the consumer
+groups (the candle store here; the alert engine's for ticks).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class MarketFeed:
                 view = self.book.update(event)
                 if view is not None:
                     changed[(event.symbol, event.source)] = view
+                if view is not None and self.book.latest(event.symbol) is view:
                     channel = f"prices:{event.symbol}"
                     self.hub.publish(
                         channel, f'{{"channel":"{channel}","data":{view.body.decode()}}}'
