@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 
+import structlog
 from aiokafka import AIOKafkaConsumer
 from tickwatch_common.events import Candle
 from tickwatch_common.kafka import Delivered, consume
@@ -23,6 +24,8 @@ from tickwatch_common.kafka import Delivered, consume
 from tickwatch_gateway.analytics.routes import movers_answer
 from tickwatch_gateway.market import CandleStore, Hub
 from tickwatch_gateway.runtime.consumers import start_at_end
+
+log = structlog.get_logger(__name__)
 
 CHANNEL = "analytics:movers"
 WINDOW = "1h"
@@ -33,8 +36,14 @@ STORED_POLL_S = 0.1
 
 
 class MoversPush:
-    def __init__(self, hub: Hub, store: CandleStore, symbols: Callable[[], list[str]]) -> None:
-        self.hub, self.store, self.symbols = hub, store, symbols
+    def __init__(
+        self,
+        hub: Hub,
+        store: CandleStore,
+        symbols: Callable[[], list[str]],
+        every_s: float = PUSH_EVERY_S,
+    ) -> None:
+        self.hub, self.store, self.symbols, self.every_s = hub, store, symbols, every_s
         self.positioned = asyncio.Event()
         self._seen: dict[tuple[str, str], int] = {}
         self._wake = asyncio.Event()
@@ -52,19 +61,25 @@ class MoversPush:
     async def run(self, consumer: AIOKafkaConsumer) -> None:
         await start_at_end(consumer)
         self.positioned.set()
-        await asyncio.gather(consume(consumer, self.handle, dlq=None, commit=False), self._pushes())
+        await asyncio.gather(consume(consumer, self.handle, dlq=None, commit=False), self.pushes())
 
-    async def _pushes(self) -> None:
+    async def pushes(self) -> None:
+        """Push after each wake-up, then rest ``every_s``; a failed push (the database away) is
+        logged and the next candle tries again."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             seen, self._seen = self._seen, {}
             if not self.hub.subscribers(CHANNEL):
                 continue
-            await self._stored(seen)
-            answer = await movers_answer(self.store, self.symbols(), WINDOW, LIMIT)
+            try:
+                await self._stored(seen)
+                answer = await movers_answer(self.store, self.symbols(), WINDOW, LIMIT)
+            except Exception as exc:  # a push is best effort; the route still answers
+                log.warning("analytics_movers_push_failed", error=repr(exc))
+                continue
             self.hub.publish(CHANNEL, json.dumps({"channel": CHANNEL, "data": answer}))
-            await asyncio.sleep(PUSH_EVERY_S)  # conflation: what arrives meanwhile waits
+            await asyncio.sleep(self.every_s)  # conflation: what arrives meanwhile waits
 
     async def _stored(self, seen: dict[tuple[str, str], int]) -> None:
         """Until every candle in ``seen`` is in the store, or :data:`STORED_WAIT_S` passed."""
